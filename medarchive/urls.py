@@ -1,0 +1,16 @@
+"""Top-level URL configuration: each app mounts its own URLs."""
+
+from django.contrib import admin
+from django.urls import include, path
+
+from subscribers.api import MeApi
+
+admin.site.site_header = "medarchive — provider administration"
+admin.site.site_title = "medarchive admin"
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("api/v1/me", MeApi.as_view(), name="api-me"),
+    path("", include("medarchive.portal_urls")),
+    path("", include("subscribers.urls")),
+]

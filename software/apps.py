@@ -1,0 +1,7 @@
+from django.apps import AppConfig
+
+
+class SoftwareConfig(AppConfig):
+    """Medical software catalogue and image processing."""
+
+    name = "software"

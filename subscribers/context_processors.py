@@ -1,0 +1,10 @@
+"""Template context: the caller's principal and the institutions it may switch to."""
+
+from .access import active_memberships
+
+
+def principal(request):
+    p = getattr(request, "principal", None)
+    if p is None or not p.is_authenticated or p.user is None:
+        return {"principal": p}
+    return {"principal": p, "switchable_memberships": lambda: list(active_memberships(p.user))}
