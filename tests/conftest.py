@@ -1,13 +1,12 @@
 """Fixtures shared by the whole suite: two institutions with members of every role, and logged-in clients."""
 
-import os
+import pytest
 
-os.environ.setdefault("MEDARCHIVE_TESTING", "1")
+from subscribers.access import OPERATOR
+from tests.factories import TEST_PASSWORD  # noqa: F401 (re-exported for tests)
+from tests.factories import ALL_ROLES, InstitutionFactory, UserFactory, member, principal_of
 
-import pytest  # noqa: E402
-
-from subscribers.access import OPERATOR  # noqa: E402
-from tests.factories import ALL_ROLES, TEST_PASSWORD, InstitutionFactory, UserFactory, member, principal_of  # noqa: E402
+pytest_plugins = ["tests.worker"]
 
 
 @pytest.fixture
@@ -57,7 +56,8 @@ def principal_b(admin_b):
 
 
 def login(client, user):
-    assert client.login(username=user.username, password=TEST_PASSWORD), f"could not log in {user.username}"
+    """Log a test client in without the login form (django-axes needs a request for form logins)."""
+    client.force_login(user, backend="django.contrib.auth.backends.ModelBackend")
     return client
 
 
@@ -69,3 +69,19 @@ def client_a(client, admin_a):
 @pytest.fixture
 def client_b(client, admin_b):
     return login(client, admin_b.user)
+
+
+@pytest.fixture(autouse=True)
+def _storage_in_tmp(settings, tmp_path):
+    """Archive and backup storage in a fresh folder per test (S3 runs override ARCHIVE/BACKUP separately)."""
+    stores = dict(settings.STORAGES)
+    for alias, folder in (("archive", "archive"), ("backup", "backup")):
+        if stores[alias]["BACKEND"].endswith("FileSystemStorage"):
+            stores[alias] = {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": str(tmp_path / folder)}}
+    settings.STORAGES = stores
+    return tmp_path
+
+
+def stored_files(root) -> list[str]:
+    """Every file below root (for 'nothing was left behind' assertions)."""
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())

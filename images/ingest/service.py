@@ -1,0 +1,297 @@
+"""The one ingest service: every way in (C-STORE, STOW-RS, upload, zip, import) stores objects through here.
+
+Order of work: check the caller, check the size, hash, parse and validate, decide (new, same
+bytes again, conflict), write the bytes durably under a name built from validated UIDs, then
+index in one transaction. Success is reported only after both are durable; any failure leaves
+storage and index as they were.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from collections import Counter
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from subscribers import audit
+from subscribers.access import Principal
+from subscribers.models import AuditEvent, Role
+
+from .. import conditions as imaging_conditions
+from ..errors import ConflictingInstance, IngestRefused, NotAuthorized, StorageFailed, TooLarge
+from ..models import ArchivePolicy, Instance, Patient, Series, Study
+from ..storage import delete_quietly, durable_write, instance_name
+from .validation import ParsedObject, metadata_json, parse, parse_da, parse_tm
+
+
+@dataclass
+class IngestResult:
+    status: str  # "stored", "already_stored", "replaced"
+    instance: Instance
+
+    @property
+    def created(self) -> bool:
+        return self.status != "already_stored"
+
+
+def max_instance_bytes() -> int:
+    return settings.DICOM_MAX_INSTANCE_BYTES
+
+
+def check_may_register(principal: Principal) -> None:
+    if principal.institution is None or not principal.institution.is_active:
+        raise NotAuthorized("Your institution is not active; it cannot send images.")
+    if not principal.has_role(Role.REGISTER):
+        raise NotAuthorized("Sending images needs the 'Register images' role (or an AE title allowed to send).")
+
+
+def ingest_instance(
+    *,
+    principal: Principal,
+    data: bytes | None = None,
+    path: str | os.PathLike | None = None,
+    fileobj: BinaryIO | None = None,
+    source: str,
+    address: str = "",
+    audit_refusals: bool = True,
+) -> IngestResult:
+    """Store one Part 10 object for principal's institution. Raises IngestRefused (nothing changed)."""
+    try:
+        return _ingest(principal=principal, data=data, path=path, fileobj=fileobj, source=source)
+    except IngestRefused as refusal:
+        if audit_refusals:
+            record_refusal(principal, refusal, source=source, address=address)
+        raise
+
+
+def record_refusal(principal: Principal, refusal: IngestRefused, *, source: str, address: str = "", name: str = "") -> None:
+    audit.record(
+        action="instance.refused",
+        principal=principal,
+        outcome=AuditEvent.Outcome.DENIED if isinstance(refusal, NotAuthorized) else AuditEvent.Outcome.FAILURE,
+        address=address,
+        reason=refusal.reason,
+        code=refusal.code,
+        source=source,
+        **({"name": name[:200]} if name else {}),
+    )
+
+
+def record_batch(principal: Principal, results: list[IngestResult], *, source: str, address: str = "", refused: int = 0) -> None:
+    """One audit event for a batch (an association, a STOW-RS request, an upload, an import)."""
+    if not results and not refused:
+        return
+    counts = Counter(r.status for r in results)
+    studies = sorted({r.instance.study.study_instance_uid for r in results})
+    audit.record(
+        action="instances.store",
+        principal=principal,
+        address=address,
+        outcome=AuditEvent.Outcome.SUCCESS if results else AuditEvent.Outcome.FAILURE,
+        object_type="images.study",
+        object_id=studies[0] if len(studies) == 1 else "",
+        source=source,
+        refused=refused,
+        studies=studies[:50],
+        **dict(counts),
+    )
+
+
+def _open(data, path, fileobj) -> tuple[BinaryIO, int, bool]:
+    if data is not None:
+        return io.BytesIO(data), len(data), True
+    if path is not None:
+        return open(path, "rb"), os.path.getsize(path), True  # noqa: SIM115 (closed by the caller)
+    fileobj.seek(0, os.SEEK_END)
+    size = fileobj.tell()
+    fileobj.seek(0)
+    return fileobj, size, False
+
+
+def _sha256(fp: BinaryIO) -> str:
+    digest = hashlib.sha256()
+    fp.seek(0)
+    while chunk := fp.read(1 << 20):
+        digest.update(chunk)
+    fp.seek(0)
+    return digest.hexdigest()
+
+
+def _ingest(*, principal, data, path, fileobj, source) -> IngestResult:
+    check_may_register(principal)
+    institution = principal.institution
+    fp, size, owned = _open(data, path, fileobj)
+    try:
+        if size > max_instance_bytes():
+            raise TooLarge(f"This object is {size:,} bytes; the archive accepts at most {max_instance_bytes():,} bytes per object.")
+        sha256 = _sha256(fp)
+        parsed = parse(fp, size)
+        existing = Instance.objects.filter(institution=institution, sop_instance_uid=parsed.sop_instance_uid).select_related("study").first()
+        if existing is not None and existing.sha256 == sha256:
+            return IngestResult("already_stored", existing)
+        if existing is not None and _policy(institution) != ArchivePolicy.OnConflict.KEEP_NEWEST:
+            audit.record(action="instance.conflict", principal=principal, obj=existing, outcome=AuditEvent.Outcome.FAILURE, source=source)
+            raise ConflictingInstance(
+                f"SOP Instance {parsed.sop_instance_uid} is already stored with different content; "
+                "send it under a new SOP Instance UID, or ask your admin to set the archive to keep the newest."
+            )
+        name = instance_name(
+            institution_id=institution.pk,
+            study_uid=parsed.study_instance_uid,
+            series_uid=parsed.series_instance_uid,
+            sop_uid=parsed.sop_instance_uid,
+            sha256=sha256,
+        )
+        try:
+            durable_write(name, data if data is not None else fp)
+        except OSError as exc:
+            raise StorageFailed(f"The archive could not store the object ({exc.strerror or exc}); nothing was kept. Try again later.") from None
+        try:
+            result = _index(institution=institution, parsed=parsed, name=name, sha256=sha256, size=size, source=source, replacing=existing)
+        except BaseException:
+            if not Instance.objects.filter(storage_name=name).exists():
+                delete_quietly(name)
+            raise
+        if result.status == "replaced":
+            old_name = existing.storage_name
+            transaction.on_commit(lambda: delete_quietly(old_name))
+        return result
+    finally:
+        if owned:
+            fp.close()
+
+
+def _policy(institution) -> str:
+    policy = ArchivePolicy.objects.filter(institution=institution).values_list("on_conflict", flat=True).first()
+    return policy or ArchivePolicy.OnConflict.REJECT
+
+
+def _text(ds, keyword: str, limit: int) -> str:
+    value = ds.get(keyword, "")
+    if value is None:
+        return ""
+    if isinstance(value, list | tuple) or hasattr(value, "__iter__") and not isinstance(value, str | bytes) and keyword != "PatientName":
+        value = "\\".join(str(v) for v in value)
+    return str(value).strip()[:limit]
+
+
+def _int(ds, keyword: str) -> int | None:
+    try:
+        value = ds.get(keyword)
+        return int(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _get_or_create(model, lookup: dict, defaults: dict):
+    """get_or_create that survives a concurrent insert of the same row (another association)."""
+    try:
+        with transaction.atomic():
+            return model.objects.get_or_create(**lookup, defaults=defaults)
+    except IntegrityError:
+        return model.objects.get(**lookup), False
+
+
+def _index(*, institution, parsed: ParsedObject, name: str, sha256: str, size: int, source: str, replacing: Instance | None) -> IngestResult:
+    ds = parsed.dataset
+    instance_conditions = imaging_conditions.extract(ds)
+    metadata = metadata_json(ds)
+    now = timezone.now()
+    with transaction.atomic():
+        patient, _ = _get_or_create(
+            Patient,
+            {"institution": institution, "patient_id": _text(ds, "PatientID", 64), "issuer_of_patient_id": _text(ds, "IssuerOfPatientID", 64)},
+            {
+                "patient_name": _text(ds, "PatientName", 324),
+                "patient_name_search": _text(ds, "PatientName", 324).upper(),
+                "patient_birth_date": parse_da(ds.get("PatientBirthDate")),
+                "patient_sex": _text(ds, "PatientSex", 16),
+            },
+        )
+        study, _ = _get_or_create(
+            Study,
+            {"institution": institution, "study_instance_uid": parsed.study_instance_uid},
+            {
+                "patient": patient,
+                "study_date": parse_da(ds.get("StudyDate")),
+                "study_time": parse_tm(ds.get("StudyTime")),
+                "accession_number": _text(ds, "AccessionNumber", 64),
+                "study_id": _text(ds, "StudyID", 16),
+                "study_description": _text(ds, "StudyDescription", 200),
+                "referring_physician_name": _text(ds, "ReferringPhysicianName", 324),
+            },
+        )
+        modality = _text(ds, "Modality", 16)
+        series, series_created = _get_or_create(
+            Series,
+            {"institution": institution, "series_instance_uid": parsed.series_instance_uid},
+            {
+                "study": study,
+                "modality": modality,
+                "series_number": _int(ds, "SeriesNumber"),
+                "series_description": _text(ds, "SeriesDescription", 200),
+                "body_part_examined": _text(ds, "BodyPartExamined", 16),
+                "series_date": parse_da(ds.get("SeriesDate")),
+                "series_time": parse_tm(ds.get("SeriesTime")),
+                "acquiring_institution_name": _text(ds, "InstitutionName", 64),
+                "manufacturer": _text(ds, "Manufacturer", 64),
+                "manufacturer_model_name": _text(ds, "ManufacturerModelName", 64),
+                "station_name": _text(ds, "StationName", 16),
+                "conditions": instance_conditions,
+            },
+        )
+        if series.study_id != study.pk:
+            raise ConflictingInstance(
+                f"Series {parsed.series_instance_uid} already belongs to another study; a series cannot move between studies."
+            )
+        fields = {
+            "sop_class_uid": parsed.sop_class_uid,
+            "instance_number": _int(ds, "InstanceNumber"),
+            "transfer_syntax_uid": parsed.transfer_syntax_uid,
+            "rows": _int(ds, "Rows"),
+            "columns": _int(ds, "Columns"),
+            "number_of_frames": _int(ds, "NumberOfFrames") or 1,
+            "bits_allocated": _int(ds, "BitsAllocated"),
+            "photometric_interpretation": _text(ds, "PhotometricInterpretation", 16),
+            "size_bytes": size,
+            "sha256": sha256,
+            "storage_name": name,
+            "conditions": instance_conditions,
+            "metadata": metadata,
+            "source": source,
+        }
+        if replacing is not None:
+            replaced = Instance.objects.select_for_update().get(pk=replacing.pk)
+            if replaced.series_id != series.pk:
+                raise ConflictingInstance("The newer object names another series than the one stored; it cannot replace it.")
+            delta = size - replaced.size_bytes
+            for key, value in fields.items():
+                setattr(replaced, key, value)
+            replaced.save()
+            Study.objects.filter(pk=study.pk).update(size_bytes=F("size_bytes") + delta, last_received_at=now)
+            Series.objects.filter(pk=series.pk).update(size_bytes=F("size_bytes") + delta)
+            return IngestResult("replaced", replaced)
+        try:
+            with transaction.atomic():
+                instance = Instance.objects.create(institution=institution, study=study, series=series, sop_instance_uid=parsed.sop_instance_uid, **fields)
+        except IntegrityError:
+            # The same object arrived on another association a moment ago.
+            other = Instance.objects.get(institution=institution, sop_instance_uid=parsed.sop_instance_uid)
+            if other.sha256 == sha256:
+                return IngestResult("already_stored", other)
+            raise ConflictingInstance(f"SOP Instance {parsed.sop_instance_uid} is already stored with different content.") from None
+        Series.objects.filter(pk=series.pk).update(number_of_instances=F("number_of_instances") + 1, size_bytes=F("size_bytes") + size)
+        study_update = {"number_of_instances": F("number_of_instances") + 1, "size_bytes": F("size_bytes") + size, "last_received_at": now}
+        if series_created:
+            modalities = sorted({m for m in Series.objects.filter(study=study).values_list("modality", flat=True) if m})
+            study_update.update(number_of_series=F("number_of_series") + 1, modalities_in_study="\\".join(modalities))
+        Study.objects.filter(pk=study.pk).update(**study_update)
+    instance.study = study
+    return IngestResult("stored", instance)
