@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
-from pydicom.valuerep import DSfloat, IS, PersonName
+from pydicom.valuerep import IS, DSfloat, PersonName
 
 
 @dataclass(frozen=True)
@@ -128,5 +128,7 @@ def describe(conditions: dict, modality: str) -> list[dict]:
         if parameter.keyword in conditions:
             value = conditions[parameter.keyword]
             text = " \\ ".join(str(v) for v in value) if isinstance(value, list) else str(value)
-            rows.append({"keyword": parameter.keyword, "label": parameter.label, "value": value, "display": f"{text} {parameter.unit}".strip()})
+            rows.append(
+                {"keyword": parameter.keyword, "label": parameter.label, "value": value, "display": f"{text} {parameter.unit}".strip()}
+            )
     return rows

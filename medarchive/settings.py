@@ -4,6 +4,7 @@ Defaults are the embedded mode (SQLite under var/, local file storage, a broker 
 no server). Every variable is listed in README.md.
 """
 
+import os
 from datetime import timedelta
 from pathlib import Path
 
@@ -92,7 +93,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         {"init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", "transaction_mode": "IMMEDIATE", "timeout": 30}
     )
     # Tests that start a real worker process need the test database in a file it can open.
-    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-medarchive.sqlite3")}
+    # One file per test process, so parallel runs (and pytest-xdist workers) never share one.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-medarchive-{os.getpid()}.sqlite3")}
 else:
     DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE", default=60))
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
@@ -188,7 +190,7 @@ STORAGES = {
 # With REDIS_URL, Redis is the broker; without it, kombu's filesystem transport under var/
 # lets a worker run beside the web server with no broker service at all.
 REDIS_URL = env.str("REDIS_URL", default="")
-BROKER_DIR = VAR_DIR / "broker"
+BROKER_DIR = Path(env.str("CELERY_BROKER_DIR", default=str(VAR_DIR / "broker")))
 if REDIS_URL:
     CELERY_BROKER_URL = REDIS_URL
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 6 * 3600}
@@ -222,6 +224,12 @@ DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="medarchive@localhost
 # --- DICOM --------------------------------------------------------------------------------
 DICOM_AET = env.str("DICOM_AET", default="MEDARCHIVE")
 DICOM_PORT = env.int("DICOM_PORT", default=11112)
+# Largest object accepted by any way in (C-STORE, STOW-RS, upload); larger ones are refused, not truncated.
+DICOM_MAX_INSTANCE_BYTES = env.int("DICOM_MAX_INSTANCE_BYTES", default=1024 * 1024 * 1024)
+# Largest HTTP request body (STOW-RS, uploads); bodies stream to temporary files, never into memory.
+DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
+FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
+FILE_UPLOAD_TEMP_DIR = env.str("FILE_UPLOAD_TEMP_DIR", default=None)
 
 # --- Security -----------------------------------------------------------------------------
 SESSION_COOKIE_HTTPONLY = True

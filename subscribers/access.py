@@ -253,9 +253,13 @@ def principal_for_ae(calling_ae_title: str, peer_address: str) -> Principal:
             if not ae.is_active:
                 raise AuthenticationFailed(f"AE title {title!r} has been deactivated.", code="ae_inactive", institution=ae.institution)
             if not ae.institution.is_active:
-                raise AuthenticationFailed("The institution of this AE title is suspended.", code="institution_suspended", institution=ae.institution)
+                raise AuthenticationFailed(
+                    "The institution of this AE title is suspended.", code="institution_suspended", institution=ae.institution
+                )
             return Principal(kind="ae", institution=ae.institution, application_entity=ae, roles=_ae_roles(ae))
-    raise AuthenticationFailed(f"AE title {title!r} is not allowed from {peer}.", code="ae_wrong_host", institution=candidates[0].institution)
+    raise AuthenticationFailed(
+        f"AE title {title!r} is not allowed from {peer}.", code="ae_wrong_host", institution=candidates[0].institution
+    )
 
 
 def _ae_roles(ae: ApplicationEntity) -> frozenset[str]:

@@ -18,7 +18,9 @@ class PrincipalMiddleware:
             try:
                 request.principal = principal_for_token(raw)
             except AuthenticationFailed as failure:
-                audit.record_refusal(request, action="token.refused", reason=failure.reason, code=failure.code, institution=failure.institution)
+                audit.record_refusal(
+                    request, action="token.refused", reason=failure.reason, code=failure.code, institution=failure.institution
+                )
                 response = JsonResponse({"error": failure.reason, "code": failure.code}, status=401)
                 response["WWW-Authenticate"] = 'Bearer realm="medarchive", error="invalid_token"'
                 return response

@@ -137,7 +137,9 @@ class ApiToken(models.Model):
         ordering = ["-created_at"]
         constraints = [
             models.CheckConstraint(
-                condition=(models.Q(membership__isnull=False, device__isnull=True) | models.Q(membership__isnull=True, device__isnull=False)),
+                condition=(
+                    models.Q(membership__isnull=False, device__isnull=True) | models.Q(membership__isnull=True, device__isnull=False)
+                ),
                 name="apitoken_belongs_to_membership_xor_device",
             ),
         ]

@@ -54,7 +54,9 @@ def audit_events_visible_to(principal: Principal) -> QuerySet[AuditEvent]:
     return AuditEvent.objects.filter(institution=principal.institution).select_related("institution")
 
 
-def filter_audit_events(queryset: QuerySet[AuditEvent], *, action: str = "", outcome: str = "", actor: str = "", since=None, until=None, institution: str = ""):
+def filter_audit_events(
+    queryset: QuerySet[AuditEvent], *, action: str = "", outcome: str = "", actor: str = "", since=None, until=None, institution: str = ""
+):
     if action:
         queryset = queryset.filter(action__startswith=action)
     if outcome:

@@ -150,7 +150,14 @@ def set_member_roles(*, actor: Principal, membership: Membership, roles, is_acti
     membership.set_roles(roles)
     membership.is_active = is_active
     membership.save()
-    audit.record(action="membership.update", principal=actor, institution=membership.institution, obj=membership, roles=sorted(roles), is_active=is_active)
+    audit.record(
+        action="membership.update",
+        principal=actor,
+        institution=membership.institution,
+        obj=membership,
+        roles=sorted(roles),
+        is_active=is_active,
+    )
     return membership
 
 
@@ -184,7 +191,9 @@ def issue_token(
     if (membership is None) == (device is None):
         raise ValueError("A token belongs to exactly one membership or one device.")
     institution = membership.institution if membership else device.institution
-    own = membership is not None and actor.user is not None and membership.user_id == actor.user.pk and actor.institution_id == institution.pk
+    own = (
+        membership is not None and actor.user is not None and membership.user_id == actor.user.pk and actor.institution_id == institution.pk
+    )
     if not own:
         _require_admin_of(actor, institution)
     if membership is not None and not membership.is_active:
@@ -257,7 +266,9 @@ def register_ae(
                 ae = ApplicationEntity.objects.create(institution=institution, ae_title=ae_title, host=host, **values)
         except IntegrityError:
             raise ValidationError(f"AE title {ae_title} from {host} is already registered.", code="ae_taken") from None
-        audit.record(action="ae.create", principal=actor, institution=institution, obj=ae, **{k: v for k, v in values.items() if k != "description"})
+        audit.record(
+            action="ae.create", principal=actor, institution=institution, obj=ae, **{k: v for k, v in values.items() if k != "description"}
+        )
         return ae, True
     changed = [k for k, v in values.items() if getattr(existing, k) != v]
     if changed:
@@ -304,5 +315,53 @@ def set_device_active(*, actor: Principal, device: Device, is_active: bool) -> D
     if device.is_active != is_active:
         device.is_active = is_active
         device.save(update_fields=["is_active"])
-        audit.record(action="device.activate" if is_active else "device.deactivate", principal=actor, institution=device.institution, obj=device)
+        audit.record(
+            action="device.activate" if is_active else "device.deactivate", principal=actor, institution=device.institution, obj=device
+        )
     return device
+
+
+# --- Provider staff --------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def create_provider_staff(
+    *,
+    actor: Principal,
+    username: str,
+    email: str = "",
+    first_name: str = "",
+    last_name: str = "",
+    password: str | None = None,
+) -> tuple[User, str | None]:
+    """Create a provider-staff user (is_staff), or mark an existing user as provider staff.
+
+    Returns the user and, when a new user was created without a password, the generated
+    password (to be shown once). An existing user's password is never changed here.
+    """
+    actor.require_provider_staff()
+    username = (username or "").strip()
+    if not username:
+        raise ValidationError("A user needs a username.", code="username_required")
+    User.username_validator(username)
+    if email:
+        validate_email(email)
+    user = User.objects.select_for_update().filter(username=username).first()
+    generated = None
+    if user is None:
+        if password is None:
+            password = generated = generate_password()
+        user = User(username=username, email=email, first_name=first_name, last_name=last_name, is_staff=True)
+        validate_password(password, user)
+        user.set_password(password)
+        user.save()
+        audit.record(action="user.create", principal=actor, obj=user)
+    elif password is not None:
+        raise ValidationError(f"User {username!r} already exists; their password is theirs to change.", code="user_exists")
+    elif user.is_staff:
+        return user, None
+    else:
+        user.is_staff = True
+        user.save(update_fields=["is_staff"])
+    audit.record(action="user.provider_staff", principal=actor, obj=user)
+    return user, generated

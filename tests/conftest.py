@@ -3,8 +3,14 @@
 import pytest
 
 from subscribers.access import OPERATOR
-from tests.factories import TEST_PASSWORD  # noqa: F401 (re-exported for tests)
-from tests.factories import ALL_ROLES, InstitutionFactory, UserFactory, member, principal_of
+from tests.factories import (
+    ALL_ROLES,
+    TEST_PASSWORD,  # noqa: F401 (re-exported for tests)
+    InstitutionFactory,
+    UserFactory,
+    member,
+    principal_of,
+)
 
 pytest_plugins = ["tests.worker"]
 

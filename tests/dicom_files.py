@@ -15,6 +15,7 @@ from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import (
+    ComputedRadiographyImageStorage,
     CTImageStorage,
     DigitalXRayImageStorageForPresentation,
     ExplicitVRLittleEndian,
@@ -23,7 +24,6 @@ from pydicom.uid import (
     RLELossless,
     SecondaryCaptureImageStorage,
     UltrasoundImageStorage,
-    ComputedRadiographyImageStorage,
     generate_uid,
 )
 

@@ -30,23 +30,24 @@ class UserFactory(factory.django.DjangoModelFactory):
     password = factory.PostGenerationMethodCall("set_password", TEST_PASSWORD)
 
     @factory.post_generation
-    def _save(obj, create, extracted, **kwargs):
+    def _save(self, create, extracted, **kwargs):
         if create:
-            obj.save()
+            self.save()
 
 
 class MembershipFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = Membership
+        skip_postgeneration_save = True
 
     user = factory.SubFactory(UserFactory)
     institution = factory.SubFactory(InstitutionFactory)
 
     @factory.post_generation
-    def roles(obj, create, extracted, **kwargs):
-        obj.set_roles(extracted if extracted is not None else [])
+    def roles(self, create, extracted, **kwargs):
+        self.set_roles(extracted if extracted is not None else [])
         if create:
-            obj.save()
+            self.save()
 
 
 class ApplicationEntityFactory(factory.django.DjangoModelFactory):

@@ -75,19 +75,21 @@ def iter_routes(patterns=None, prefix: str = "") -> Iterator[Route]:
             yield from iter_routes(entry.url_patterns, prefix + _to_template(pattern))
         elif isinstance(entry, URLPattern):
             template = prefix + _to_template(pattern)
-            params = tuple((m.group("name"), m.group("conv") or "str") for m in re.finditer(r"\{(?P<name>\w+)(?::(?P<conv>\w+))?\}", template))
+            params = tuple(
+                (m.group("name"), m.group("conv") or "str") for m in re.finditer(r"\{(?P<name>\w+)(?::(?P<conv>\w+))?\}", template)
+            )
             yield Route(re.sub(r"\{(\w+):\w+\}", r"{\1}", template), params, entry.name or "")
 
 
 def _to_template(pattern: str) -> str:
     if pattern.startswith("^") or pattern.endswith("$") or "(?P<" in pattern:
         pattern = pattern.lstrip("^").rstrip("$").replace("\\Z", "")
-        pattern = _REGEX_GROUP.sub(lambda m: "{%s:regex}" % m.group("name"), pattern)
+        pattern = _REGEX_GROUP.sub(lambda m: "{{{}:regex}}".format(m.group("name")), pattern)
         pattern = pattern.replace("\\.", ".").replace("\\/", "/")
         if re.search(r"[()\[\]*+?|\\]", pattern):
             return pattern  # a regex we cannot fill; skipped when it does not resolve
         return pattern
-    return _PARAM.sub(lambda m: "{%s:%s}" % (m.group("name"), m.group("conv") or "str"), pattern)
+    return _PARAM.sub(lambda m: "{{{}:{}}}".format(m.group("name"), m.group("conv") or "str"), pattern)
 
 
 def admin_model_pairs() -> list[tuple[str, str]]:

@@ -108,7 +108,7 @@ def _open(data, path, fileobj) -> tuple[BinaryIO, int, bool]:
     if data is not None:
         return io.BytesIO(data), len(data), True
     if path is not None:
-        return open(path, "rb"), os.path.getsize(path), True  # noqa: SIM115 (closed by the caller)
+        return open(path, "rb"), os.path.getsize(path), True
     fileobj.seek(0, os.SEEK_END)
     size = fileobj.tell()
     fileobj.seek(0)
@@ -133,7 +133,9 @@ def _ingest(*, principal, data, path, fileobj, source) -> IngestResult:
             raise TooLarge(f"This object is {size:,} bytes; the archive accepts at most {max_instance_bytes():,} bytes per object.")
         sha256 = _sha256(fp)
         parsed = parse(fp, size)
-        existing = Instance.objects.filter(institution=institution, sop_instance_uid=parsed.sop_instance_uid).select_related("study").first()
+        existing = (
+            Instance.objects.filter(institution=institution, sop_instance_uid=parsed.sop_instance_uid).select_related("study").first()
+        )
         if existing is not None and existing.sha256 == sha256:
             return IngestResult("already_stored", existing)
         if existing is not None and _policy(institution) != ArchivePolicy.OnConflict.KEEP_NEWEST:
@@ -152,7 +154,9 @@ def _ingest(*, principal, data, path, fileobj, source) -> IngestResult:
         try:
             durable_write(name, data if data is not None else fp)
         except OSError as exc:
-            raise StorageFailed(f"The archive could not store the object ({exc.strerror or exc}); nothing was kept. Try again later.") from None
+            raise StorageFailed(
+                f"The archive could not store the object ({exc.strerror or exc}); nothing was kept. Try again later."
+            ) from None
         try:
             result = _index(institution=institution, parsed=parsed, name=name, sha256=sha256, size=size, source=source, replacing=existing)
         except BaseException:
@@ -199,7 +203,9 @@ def _get_or_create(model, lookup: dict, defaults: dict):
         return model.objects.get(**lookup), False
 
 
-def _index(*, institution, parsed: ParsedObject, name: str, sha256: str, size: int, source: str, replacing: Instance | None) -> IngestResult:
+def _index(
+    *, institution, parsed: ParsedObject, name: str, sha256: str, size: int, source: str, replacing: Instance | None
+) -> IngestResult:
     ds = parsed.dataset
     instance_conditions = imaging_conditions.extract(ds)
     metadata = metadata_json(ds)
@@ -207,7 +213,11 @@ def _index(*, institution, parsed: ParsedObject, name: str, sha256: str, size: i
     with transaction.atomic():
         patient, _ = _get_or_create(
             Patient,
-            {"institution": institution, "patient_id": _text(ds, "PatientID", 64), "issuer_of_patient_id": _text(ds, "IssuerOfPatientID", 64)},
+            {
+                "institution": institution,
+                "patient_id": _text(ds, "PatientID", 64),
+                "issuer_of_patient_id": _text(ds, "IssuerOfPatientID", 64),
+            },
             {
                 "patient_name": _text(ds, "PatientName", 324),
                 "patient_name_search": _text(ds, "PatientName", 324).upper(),
@@ -280,7 +290,9 @@ def _index(*, institution, parsed: ParsedObject, name: str, sha256: str, size: i
             return IngestResult("replaced", replaced)
         try:
             with transaction.atomic():
-                instance = Instance.objects.create(institution=institution, study=study, series=series, sop_instance_uid=parsed.sop_instance_uid, **fields)
+                instance = Instance.objects.create(
+                    institution=institution, study=study, series=series, sop_instance_uid=parsed.sop_instance_uid, **fields
+                )
         except IntegrityError:
             # The same object arrived on another association a moment ago.
             other = Instance.objects.get(institution=institution, sop_instance_uid=parsed.sop_instance_uid)

@@ -12,7 +12,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_file_meta_info
-from pydicom.uid import UID, PYDICOM_IMPLEMENTATION_UID
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID
 
 from ..errors import InvalidDataset, NotDicom
 
@@ -150,7 +150,7 @@ def metadata_json(ds: Dataset) -> dict:
 
     pixel_tags = {0x7FE00010, 0x7FE00008, 0x7FE00009}
     trimmed = Dataset()
-    for tag in ds.keys():  # by tag, so deferred pixel data is never read
+    for tag in ds:  # by tag, so deferred pixel data is never read
         if tag in pixel_tags:
             continue
         trimmed.add(ds[tag])

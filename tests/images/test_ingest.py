@@ -109,7 +109,9 @@ def test_different_bytes_under_a_known_uid_are_refused_as_conflict(principal_a, 
 def test_keep_newest_policy_replaces_the_object_and_its_file(principal_a, inst_a, tmp_path, django_capture_on_commit_callbacks):
     ArchivePolicy.objects.create(institution=inst_a, on_conflict="keep_newest")
     uid, study_uid, series_uid = generate_uid(), generate_uid(), generate_uid()
-    old = ingest_instance(principal=principal_a, data=synth_bytes("CT", sop_uid=uid, study_uid=study_uid, series_uid=series_uid, seed=1), source="t")
+    old = ingest_instance(
+        principal=principal_a, data=synth_bytes("CT", sop_uid=uid, study_uid=study_uid, series_uid=series_uid, seed=1), source="t"
+    )
     new_bytes = synth_bytes("CT", sop_uid=uid, study_uid=study_uid, series_uid=series_uid, seed=2)
     with django_capture_on_commit_callbacks(execute=True):
         new = ingest_instance(principal=principal_a, data=new_bytes, source="t")

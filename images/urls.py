@@ -1,0 +1,4 @@
+"""Portal pages of the archive (uploads; study pages come with the portal work)."""
+
+
+urlpatterns: list = []
