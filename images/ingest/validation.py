@@ -150,7 +150,7 @@ def metadata_json(ds: Dataset) -> dict:
 
     pixel_tags = {0x7FE00010, 0x7FE00008, 0x7FE00009}
     trimmed = Dataset()
-    for tag in ds:  # by tag, so deferred pixel data is never read
+    for tag in ds.keys():  # noqa: SIM118 (by tag, so deferred pixel data is never read)
         if tag in pixel_tags:
             continue
         trimmed.add(ds[tag])
