@@ -153,9 +153,9 @@ def _ingest(*, principal, data, path, fileobj, source) -> IngestResult:
         )
         try:
             durable_write(name, data if data is not None else fp)
-        except OSError as exc:
+        except Exception as exc:  # OSError locally; botocore errors from an object store
             raise StorageFailed(
-                f"The archive could not store the object ({exc.strerror or exc}); nothing was kept. Try again later."
+                f"The archive could not store the object ({getattr(exc, 'strerror', None) or exc}); nothing was kept. Try again later."
             ) from None
         try:
             result = _index(institution=institution, parsed=parsed, name=name, sha256=sha256, size=size, source=source, replacing=existing)

@@ -12,19 +12,22 @@ from images.ingest import ingest_instance
 from images.ingest import service as ingest_service
 from images.models import ArchivePolicy, Instance, Patient, Series, Study
 from subscribers.models import AuditEvent
-from tests.conftest import stored_files
 from tests.dicom_files import BUNDLED, COMPRESSED, TRUNCATED, bundled_bytes, make_dataset, rle_compressed, synth_bytes, to_bytes
 from tests.factories import member, principal_of
+from tests.storage_backends import archive_names, s3_endpoint, use_s3_archive  # noqa: F401 (fixture)
 
 
-def _archive_root(tmp_path):
-    return tmp_path / "archive"
+@pytest.fixture(autouse=True, params=["local", "s3"])
+def archive_backend(request, settings):
+    """Every test here runs on the local folder and on an S3-compatible server over HTTP."""
+    if request.param == "s3":
+        use_s3_archive(settings, request.getfixturevalue("s3_endpoint"))
+    return request.param
 
 
 def _nothing_stored(tmp_path):
     assert Instance.objects.count() == 0 and Study.objects.count() == 0 and Patient.objects.count() == 0
-    root = _archive_root(tmp_path)
-    assert not root.exists() or stored_files(root) == []
+    assert archive_names() == []
 
 
 @pytest.mark.parametrize("modality", ["CT", "MR", "PT", "DX", "CR", "US"])
@@ -91,7 +94,7 @@ def test_same_bytes_twice_are_stored_once(principal_a, tmp_path):
     assert (first.status, again.status) == ("stored", "already_stored")
     assert again.instance.pk == first.instance.pk
     assert Instance.objects.count() == 1 and Study.objects.get().number_of_instances == 1
-    assert len(stored_files(_archive_root(tmp_path))) == 1
+    assert len(archive_names()) == 1
 
 
 def test_different_bytes_under_a_known_uid_are_refused_as_conflict(principal_a, tmp_path):
@@ -101,7 +104,7 @@ def test_different_bytes_under_a_known_uid_are_refused_as_conflict(principal_a, 
         ingest_instance(principal=principal_a, data=synth_bytes("CT", sop_uid=uid, seed=2), source="test")
     assert refusal.value.dicom_status == 0x0111 and refusal.value.http_status == 409
     assert Instance.objects.get().sha256 == first.instance.sha256
-    assert len(stored_files(_archive_root(tmp_path))) == 1
+    assert len(archive_names()) == 1
     assert AuditEvent.objects.filter(action="instance.conflict").count() == 1
     assert AuditEvent.objects.filter(action="instance.refused", detail__code="conflict").count() == 1
 
@@ -117,7 +120,7 @@ def test_keep_newest_policy_replaces_the_object_and_its_file(principal_a, inst_a
         new = ingest_instance(principal=principal_a, data=new_bytes, source="t")
     assert new.status == "replaced" and new.instance.pk == old.instance.pk
     assert Instance.objects.get().sha256 == hashlib.sha256(new_bytes).hexdigest()
-    assert stored_files(_archive_root(tmp_path)) == [new.instance.storage_name]
+    assert archive_names() == [new.instance.storage_name]
     assert Study.objects.get().number_of_instances == 1
 
 
@@ -209,10 +212,17 @@ def test_crash_between_writing_bytes_and_indexing_leaves_nothing_and_retry_succe
         assert fh.read() == data
 
 
-def test_unwritable_storage_is_a_clear_refusal(principal_a, tmp_path):
-    root = _archive_root(tmp_path)
-    root.parent.mkdir(parents=True, exist_ok=True)
-    root.write_text("a file where the archive folder should be")
+def test_unwritable_storage_is_a_clear_refusal(principal_a, tmp_path, settings, archive_backend):
+    if archive_backend == "local":
+        root = tmp_path / "archive"
+        root.parent.mkdir(parents=True, exist_ok=True)
+        root.write_text("a file where the archive folder should be")
+    else:
+        archive = settings.STORAGES["archive"]
+        settings.STORAGES = {
+            **settings.STORAGES,
+            "archive": {**archive, "OPTIONS": {**archive["OPTIONS"], "bucket_name": "no-such-bucket"}},
+        }
     with pytest.raises(StorageFailed) as refusal:
         ingest_instance(principal=principal_a, data=synth_bytes("CT"), source="test")
     assert "could not store" in refusal.value.reason

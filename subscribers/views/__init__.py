@@ -1,0 +1,1 @@
+"""Portal pages of the subscribers app: sign-in, home, institution management, audit log."""

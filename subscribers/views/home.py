@@ -1,0 +1,58 @@
+"""The home page: what the caller's roles let them do, and the provider's overview for its staff."""
+
+from dataclasses import dataclass
+
+from django.shortcuts import render
+from django.urls import reverse
+
+from .. import selectors
+from ..access import Principal
+from ..decorators import member_required
+from ..models import Role
+
+
+@dataclass(frozen=True)
+class Card:
+    title: str
+    text: str
+    url: str = ""  # empty: the feature is not built yet, so the card is text, never a dead link
+
+
+def cards_for(principal: Principal) -> list[Card]:
+    cards = []
+    if principal.has_role(Role.RECEIVE):
+        cards.append(Card("Worklist", "Find and view studies sent to your institution (coming with the delivery issue)."))
+    if principal.has_role(Role.REGISTER):
+        cards.append(
+            Card(
+                "Upload",
+                "Send images from the browser (coming soon). Modalities and PACS send over DICOM to the AE titles your admin registers.",
+            )
+        )
+    if principal.has_role(Role.PRINT):
+        cards.append(Card("Printing", "Print film sheets of chosen images (coming soon)."))
+    if principal.has_role(Role.SOFTWARE):
+        cards.append(Card("Medical software", "Run licensed software on images (coming soon)."))
+    if principal.institution is not None and (principal.has_role(Role.ADMIN) or principal.is_provider_staff):
+        cards += [
+            Card("Members", "Add people, set their roles, deactivate leavers.", reverse("manage-members")),
+            Card("API tokens", "Credentials for scripts and DICOMweb clients of your institution.", reverse("manage-tokens")),
+            Card(
+                "DICOM AE titles", "The modalities and PACS allowed to send to and receive from the archive.", reverse("manage-ae-titles")
+            ),
+            Card("Devices", "Print agents and gateways with their own credential.", reverse("manage-devices")),
+        ]
+        if not principal.is_provider_staff:  # staff find it under "Provider", for every institution
+            cards.append(Card("Audit log", "Who did what, when, from where.", reverse("audit-log")))
+    if principal.membership is not None:
+        cards.append(Card("My API tokens", "Tokens that act as you, for your own scripts.", reverse("my-tokens")))
+    return cards
+
+
+@member_required
+def home(request):
+    principal = request.principal
+    context = {"cards": cards_for(principal)}
+    if principal.is_provider_staff:
+        context["institutions"] = selectors.institutions_visible_to(principal).order_by("name")
+    return render(request, "subscribers/home.html", context)
