@@ -121,8 +121,12 @@ def add_member(
         user.set_password(password)
         user.save()
         audit.record(action="user.create", principal=actor, institution=institution, obj=user)
-    elif password is not None:
-        raise ValidationError(f"User {username!r} already exists; their password is theirs to change.", code="user_exists")
+    else:
+        if password is not None:
+            raise ValidationError(f"User {username!r} already exists; their password is theirs to change.", code="user_exists")
+        if not actor.is_provider_staff and not Membership.objects.filter(user=user, institution=institution).exists():
+            # Usernames are global: an institution admin may not pull in a person of another institution.
+            raise ValidationError(f"The username {username!r} is taken; choose another.", code="username_taken")
     membership, created = Membership.objects.get_or_create(user=user, institution=institution)
     before = membership.roles if not created else frozenset()
     membership.set_roles(roles)
@@ -245,8 +249,12 @@ def register_ae(
     can_send: bool = True,
     can_receive: bool = False,
     description: str = "",
+    activate: bool = True,
 ) -> tuple[ApplicationEntity, bool]:
-    """Register (or update) the AE title an institution's DICOM node uses from host."""
+    """Register (or update) the AE title an institution's DICOM node uses from host.
+
+    activate=False updates an existing registration's settings without re-activating it (the edit page).
+    """
     _require_admin_of(actor, institution)
     validate_ae_title(ae_title)
     host = (host or "").strip()
@@ -259,7 +267,9 @@ def register_ae(
     existing = ApplicationEntity.objects.select_for_update().filter(ae_title=ae_title, host=host).first()
     if existing is not None and existing.institution_id != institution.pk:
         raise ValidationError(f"AE title {ae_title} from {host} is already registered; choose another AE title.", code="ae_taken")
-    values = {"port": int(port), "can_send": can_send, "can_receive": can_receive, "description": description, "is_active": True}
+    values = {"port": int(port), "can_send": can_send, "can_receive": can_receive, "description": description}
+    if activate or existing is None:
+        values["is_active"] = True
     if existing is None:
         try:
             with transaction.atomic():

@@ -176,7 +176,7 @@ def ae_titles(request, principal, institution):
     return render(request, "subscribers/ae_titles.html", {"application_entities": rows})
 
 
-def _register_ae(form, *, principal, institution, ae_title, host):
+def _register_ae(form, *, principal, institution, ae_title, host, activate=True):
     data = form.cleaned_data
     try:
         return services.register_ae(
@@ -188,6 +188,7 @@ def _register_ae(form, *, principal, institution, ae_title, host):
             can_send=data["can_send"],
             can_receive=data["can_receive"],
             description=data["description"],
+            activate=activate,
         )
     except ValidationError as error:
         add_service_error(form, error, form.service_fields)
@@ -216,7 +217,7 @@ def ae_edit(request, principal, institution, pk):
     initial = {f: getattr(ae, f) for f in ("ae_title", "host", "port", "can_send", "can_receive", "description")}
     form = ApplicationEntityForm(_posted(request), initial=initial, editing=True)
     if form.is_bound and form.is_valid():
-        saved, _ = _register_ae(form, principal=principal, institution=institution, ae_title=ae.ae_title, host=ae.host)
+        saved, _ = _register_ae(form, principal=principal, institution=institution, ae_title=ae.ae_title, host=ae.host, activate=False)
         if saved is not None:
             messages.success(request, f"Saved AE title {saved}.")
             return redirect("manage-ae-titles")
