@@ -54,8 +54,27 @@ def build_subscribers_world(world: OwnedWorld) -> None:
     world.strings.add(inst.slug)
 
 
+def build_images_world(world: OwnedWorld) -> None:
+    from images.ingest import ingest_instance
+    from subscribers.access import Principal
+    from subscribers.models import Role
+    from tests.dicom_files import synth_bytes
+
+    sender = Principal(kind="operator", institution=world.institution, roles=frozenset({Role.REGISTER}), is_provider_staff=True)
+    result = ingest_instance(
+        principal=sender,
+        data=synth_bytes("CT", rows=16, cols=16, patient_name="Zzalpha^Patient", patient_id="ZZALPHA-PID", accession_number="ZZALPHA-ACC"),
+        source="test",
+    )
+    instance = result.instance
+    world.uids.update({instance.study.study_instance_uid, instance.series.series_instance_uid, instance.sop_instance_uid})
+    world.markers.update({"Zzalpha^Patient", "ZZALPHA-PID", "ZZALPHA-ACC", instance.study.study_instance_uid, instance.sop_instance_uid})
+    for obj in (instance, instance.series, instance.study, instance.study.patient):
+        world.ints.add(obj.pk)
+
+
 # Later apps append their builders here (images: patients, studies, series, instances with UIDs; ...).
-OWNED_OBJECT_BUILDERS: list[Callable[[OwnedWorld], None]] = [build_subscribers_world]
+OWNED_OBJECT_BUILDERS: list[Callable[[OwnedWorld], None]] = [build_subscribers_world, build_images_world]
 
 _PARAM = re.compile(r"<(?:(?P<conv>[^>:]+):)?(?P<name>[^>]+)>")
 _REGEX_GROUP = re.compile(r"\(\?P<(?P<name>\w+)>[^)]*\)")

@@ -77,3 +77,36 @@ def test_audit_events_cannot_be_changed(principal_a, admin_a):
         event.save()
     with pytest.raises(Exception, match="append-only"):
         event.delete()
+
+
+def test_admin_cannot_pull_a_user_of_another_institution_into_theirs(principal_a, admin_b):
+    from django.core.exceptions import ValidationError
+
+    from subscribers.models import Membership
+
+    with pytest.raises(ValidationError, match="taken"):
+        services.add_member(actor=principal_a, institution=principal_a.institution, username=admin_b.user.username, roles=["receive"])
+    assert not Membership.objects.filter(user=admin_b.user, institution=principal_a.institution).exists()
+
+
+def test_database_itself_refuses_to_rewrite_audit_events(principal_a, admin_a):
+    from django.db import connection, transaction
+
+    if connection.vendor != "postgresql":
+        pytest.skip("the trigger is PostgreSQL's; SQLite relies on the model guard tested above")
+    services.issue_token(actor=principal_a, membership=admin_a, name="script")
+    with pytest.raises(Exception, match="append-only"), transaction.atomic():
+        AuditEvent.objects.filter(action="token.create").update(action="nothing")
+    with pytest.raises(Exception, match="append-only"), transaction.atomic():
+        AuditEvent.objects.filter(action="token.create").delete()
+
+
+def test_api_me_answers_for_a_token_and_refuses_a_revoked_one(client, principal_a, admin_a):
+    token, raw = services.issue_token(actor=principal_a, membership=admin_a, name="script")
+    ok = client.get("/api/v1/me", HTTP_AUTHORIZATION=f"Bearer {raw}")
+    assert ok.status_code == 200 and ok.json()["institution"]["slug"] == "alpha" and "register" in ok.json()["roles"]
+    services.revoke_token(actor=principal_a, token=token)
+    refused = client.get("/api/v1/me", HTTP_AUTHORIZATION=f"Bearer {raw}")
+    assert refused.status_code == 401 and refused.json()["code"] == "token_revoked"
+    assert AuditEvent.objects.filter(action="token.refused", detail__code="token_revoked").exists()
+    assert client.get("/api/v1/me").status_code == 401
