@@ -147,3 +147,56 @@ class Instance(models.Model):
 
     def __str__(self):
         return self.sop_instance_uid
+
+
+class ShareQuerySet(models.QuerySet):
+    def active(self, at=None):
+        from django.utils import timezone
+
+        at = at or timezone.now()
+        return self.filter(revoked_at__isnull=True).filter(models.Q(expires_at__isnull=True) | models.Q(expires_at__gt=at))
+
+
+class Share(models.Model):
+    """A delivery to a receiving subscriber: one study, or every study of a patient (now and later),
+    shared by the owning institution with another institution or one named user, until revoked or expired."""
+
+    owner = models.ForeignKey(Institution, on_delete=models.PROTECT, related_name="shares_given")
+    study = models.ForeignKey(Study, null=True, blank=True, on_delete=models.CASCADE, related_name="shares")
+    patient = models.ForeignKey(Patient, null=True, blank=True, on_delete=models.CASCADE, related_name="shares")
+    with_institution = models.ForeignKey(Institution, null=True, blank=True, on_delete=models.CASCADE, related_name="shares_received")
+    with_user = models.ForeignKey("subscribers.User", null=True, blank=True, on_delete=models.CASCADE, related_name="shares_received")
+    expires_at = models.DateTimeField(null=True, blank=True)
+    note = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey("subscribers.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    revoked_by = models.ForeignKey("subscribers.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+
+    objects = ShareQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(study__isnull=False, patient__isnull=True) | models.Q(study__isnull=True, patient__isnull=False),
+                name="share_study_xor_patient",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(with_institution__isnull=False, with_user__isnull=True)
+                | models.Q(with_institution__isnull=True, with_user__isnull=False),
+                name="share_institution_xor_user",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["with_institution", "revoked_at"], name="share_to_institution"),
+            models.Index(fields=["with_user", "revoked_at"], name="share_to_user"),
+        ]
+
+    def __str__(self):
+        what = f"study {self.study_id}" if self.study_id else f"patient {self.patient_id}"
+        return f"{what} → {self.with_institution or self.with_user}"
+
+    @property
+    def recipient(self):
+        return self.with_institution or self.with_user

@@ -220,6 +220,8 @@ CELERY_BEAT_SCHEDULE = {
 EMAIL_CONFIG = env.email_url("EMAIL_URL", default="consolemail://")
 vars().update(EMAIL_CONFIG)
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="medarchive@localhost")
+# The portal's address as users reach it, for links in e-mails.
+PORTAL_BASE_URL = env.str("PORTAL_BASE_URL", default="http://127.0.0.1:8000")
 
 # --- DICOM --------------------------------------------------------------------------------
 DICOM_AET = env.str("DICOM_AET", default="MEDARCHIVE")
@@ -230,6 +232,8 @@ DICOM_MAX_INSTANCE_BYTES = env.int("DICOM_MAX_INSTANCE_BYTES", default=1024 * 10
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 FILE_UPLOAD_TEMP_DIR = env.str("FILE_UPLOAD_TEMP_DIR", default=None)
+# Largest STOW-RS request body (all its parts); parts stream to temporary files in FILE_UPLOAD_TEMP_DIR, never into memory.
+DICOMWEB_MAX_REQUEST_BYTES = env.int("DICOMWEB_MAX_REQUEST_BYTES", default=4 * 1024 * 1024 * 1024)
 # Most bytes one zip (browser upload or import_dicom) may expand to; beyond it the zip is refused as a bomb.
 UPLOAD_MAX_UNCOMPRESSED_BYTES = env.int("UPLOAD_MAX_UNCOMPRESSED_BYTES", default=20 * 1024**3)
 

@@ -375,3 +375,33 @@ def create_provider_staff(
         user.save(update_fields=["is_staff"])
     audit.record(action="user.provider_staff", principal=actor, obj=user)
     return user, generated
+
+
+# --- Notifications ---------------------------------------------------------------------------------
+
+
+def notify(*, users, text: str, link: str = "", institution: Institution | None = None, email: bool = True) -> int:
+    """Tell users something in the portal, and by e-mail when EMAIL_URL is configured and they have an address.
+
+    The e-mail goes out after the transaction commits and never carries patient data: only the text and link.
+    """
+    from django.core.mail import send_mail
+
+    from .models import Notification
+
+    users = [u for u in users if u is not None and u.is_active]
+    Notification.objects.bulk_create([Notification(user=u, institution=institution, text=text[:300], link=link[:300]) for u in users])
+    recipients = [u.email for u in users if u.email]
+    if email and recipients and settings.EMAIL_BACKEND != "django.core.mail.backends.console.EmailBackend":
+        body = f"{text}\n\n{settings.PORTAL_BASE_URL.rstrip('/')}{link}" if link else text
+        transaction.on_commit(lambda: send_mail("medarchive: " + text[:80], body, None, recipients, fail_silently=True))
+    return len(users)
+
+
+def mark_notifications_read(*, user: User, ids=None) -> int:
+    from .models import Notification
+
+    unread = Notification.objects.filter(user=user, read_at__isnull=True)
+    if ids is not None:
+        unread = unread.filter(pk__in=list(ids))
+    return unread.update(read_at=timezone.now())

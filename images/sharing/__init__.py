@@ -1,0 +1,1 @@
+"""Sharing studies with receiving institutions and users."""
