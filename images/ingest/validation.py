@@ -112,7 +112,7 @@ def parse(fp: io.BufferedIOBase, size: int) -> ParsedObject:
 
 def _value_length(ds: Dataset, tag: int) -> int | None:
     """Length of an element's value without reading a deferred value (None when undefined length)."""
-    element = ds.get_item(tag)
+    element = ds.get_item(tag, keep_deferred=True)  # pydicom 3 reads a deferred value unless told not to
     if getattr(element, "is_raw", False):
         return None if element.length == 0xFFFFFFFF else element.length
     return None if element.is_undefined_length else len(element.value or b"")
