@@ -5,3 +5,17 @@ class ImagesConfig(AppConfig):
     """The archive: ingest, index, storage, delivery."""
 
     name = "images"
+
+    def ready(self):
+        from subscribers import portal
+        from subscribers.models import Role
+
+        portal.register(
+            portal.PortalEntry(
+                "Upload",
+                "Send DICOM files, folders or zips from the browser, with progress and a result per file.",
+                "upload",
+                Role.REGISTER,
+                order=20,
+            )
+        )

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from django.shortcuts import render
 from django.urls import reverse
 
-from .. import selectors
+from .. import portal, selectors
 from ..access import Principal
 from ..decorators import member_required
 from ..models import Role
@@ -18,21 +18,20 @@ class Card:
     url: str = ""  # empty: the feature is not built yet, so the card is text, never a dead link
 
 
+# What each role will be able to do once its feature lands; shown as text, never as a dead link.
+COMING = {
+    Role.RECEIVE: Card("Worklist", "Find and view studies sent to your institution (coming with the delivery work)."),
+    Role.REGISTER: Card("Upload", "Send images from the browser; modalities and PACS send over DICOM to your registered AE titles."),
+    Role.PRINT: Card("Printing", "Print film sheets of chosen images (coming soon)."),
+    Role.SOFTWARE: Card("Medical software", "Run licensed software on images (coming soon)."),
+}
+
+
 def cards_for(principal: Principal) -> list[Card]:
-    cards = []
-    if principal.has_role(Role.RECEIVE):
-        cards.append(Card("Worklist", "Find and view studies sent to your institution (coming with the delivery issue)."))
-    if principal.has_role(Role.REGISTER):
-        cards.append(
-            Card(
-                "Upload",
-                "Send images from the browser (coming soon). Modalities and PACS send over DICOM to the AE titles your admin registers.",
-            )
-        )
-    if principal.has_role(Role.PRINT):
-        cards.append(Card("Printing", "Print film sheets of chosen images (coming soon)."))
-    if principal.has_role(Role.SOFTWARE):
-        cards.append(Card("Medical software", "Run licensed software on images (coming soon)."))
+    entries = portal.entries_for(principal)
+    cards = [Card(e.title, e.text, e.url) for e in entries]
+    served = {e.role for e in entries}
+    cards += [card for role, card in COMING.items() if principal.has_role(role) and role not in served]
     if principal.institution is not None and (principal.has_role(Role.ADMIN) or principal.is_provider_staff):
         cards += [
             Card("Members", "Add people, set their roles, deactivate leavers.", reverse("manage-members")),

@@ -69,7 +69,7 @@ def test_login_and_locked_out_pages_render_for_anyone(client, db):
 def test_home_shows_role_cards_without_dead_links_for_features_not_built(client, clinician_a):
     login(client, clinician_a.user)
     body = client.get(reverse("home")).content.decode()
-    assert "Worklist" in body and "coming with the delivery issue" in body
+    assert "Worklist" in body and "coming with the delivery work" in body
     card = re.search(r'<li class="card[^"]*">.*?Worklist.*?</li>', body, re.S).group(0)
     assert "<a " not in card
     assert reverse("manage-members") not in body and reverse("audit-log") not in body  # not in cards, not in navigation
@@ -120,3 +120,15 @@ def test_stylesheet_is_served_from_our_own_static_files(client_a):
     body = client_a.get(reverse("home")).content.decode()
     assert '/static/css/portal.css"' in body
     assert "http://" not in body and "https://" not in body
+
+
+def test_home_and_navigation_link_to_the_upload_page_for_register_role(client_a):
+    page = client_a.get("/").content.decode()
+    assert 'href="/upload/"' in page
+
+
+def test_clinician_without_register_role_gets_no_upload_link(client, clinician_a):
+    from tests.conftest import login
+
+    login(client, clinician_a.user)
+    assert 'href="/upload/"' not in client.get("/").content.decode()
