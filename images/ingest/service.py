@@ -130,7 +130,7 @@ def _ingest(*, principal, data, path, fileobj, source) -> IngestResult:
     fp, size, owned = _open(data, path, fileobj)
     try:
         if size > max_instance_bytes():
-            raise TooLarge(f"This object is {size:,} bytes; the archive accepts at most {max_instance_bytes():,} bytes per object.")
+            raise TooLarge(f"The archive accepts at most {max_instance_bytes():,} bytes per object; this one is larger.")
         sha256 = _sha256(fp)
         parsed = parse(fp, size)
         existing = (
