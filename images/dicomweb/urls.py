@@ -4,7 +4,7 @@ Several transactions share a resource path (GET /studies searches, POST /studies
 path dispatches by method to the module that implements the transaction.
 """
 
-from django.http import HttpResponseNotAllowed
+from django.http import HttpResponse, HttpResponseNotAllowed
 from django.urls import path
 from django.views.decorators.csrf import csrf_exempt
 
@@ -22,8 +22,10 @@ def by_method(**handlers):
         handler = handlers.get(request.method.lower())
         if handler is None and request.method == "HEAD":
             handler = handlers.get("get")
-        if handler is None and request.method == "OPTIONS":
-            handler = next(iter(handlers.values()))
+        if request.method == "OPTIONS":
+            response = HttpResponse(status=200)
+            response["Allow"] = ", ".join(sorted({m.upper() for m in handlers} | {"OPTIONS", "HEAD"}))
+            return response
         if handler is None:
             return HttpResponseNotAllowed([m.upper() for m in handlers])
         return handler(request, *args, **kwargs)
