@@ -200,6 +200,7 @@ else:
         "data_folder_in": str(BROKER_DIR / "queue"),
         "data_folder_out": str(BROKER_DIR / "queue"),
         "processed_folder": str(BROKER_DIR / "processed"),
+        "control_folder": str(BROKER_DIR / "control"),
         "store_processed": False,
     }
 CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_QUEUE", default="medarchive")
@@ -226,6 +227,8 @@ PORTAL_BASE_URL = env.str("PORTAL_BASE_URL", default="http://127.0.0.1:8000")
 # --- DICOM --------------------------------------------------------------------------------
 DICOM_AET = env.str("DICOM_AET", default="MEDARCHIVE")
 DICOM_PORT = env.int("DICOM_PORT", default=11112)
+# Refuse associations whose called AE title is not DICOM_AET (A-ASSOCIATE-RJ reason 7); off for "ANY-SCP" senders.
+DICOM_REQUIRE_CALLED_AET = env.bool("DICOM_REQUIRE_CALLED_AET", default=True)
 # Largest object accepted by any way in (C-STORE, STOW-RS, upload); larger ones are refused, not truncated.
 DICOM_MAX_INSTANCE_BYTES = env.int("DICOM_MAX_INSTANCE_BYTES", default=1024 * 1024 * 1024)
 # Largest HTTP request body (STOW-RS, uploads); bodies stream to temporary files, never into memory.

@@ -4,7 +4,7 @@ import os
 
 os.environ.setdefault("MEDARCHIVE_TESTING", "1")
 
-from medarchive.settings import *  # noqa: E402,F403
+from medarchive.settings import *  # noqa: F403
 
 # Hashing test users' passwords with the production hasher costs a second per fixture.
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

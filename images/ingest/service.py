@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import struct
 from collections import Counter
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -115,13 +116,43 @@ def _open(data, path, fileobj) -> tuple[BinaryIO, int, bool]:
     return fileobj, size, False
 
 
-def _sha256(fp: BinaryIO) -> str:
-    digest = hashlib.sha256()
+def _dataset_offset(head: bytes) -> int | None:
+    """Where the dataset starts in a Part 10 file: after the preamble, 'DICM' and the group 0002 file meta."""
+    if len(head) < 132 or head[128:132] != b"DICM":
+        return None
+    position = 132
+    while position + 8 <= len(head):
+        group = struct.unpack_from("<H", head, position)[0]
+        if group != 0x0002:
+            return position
+        vr = head[position + 4 : position + 6]
+        if vr in (b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN", b"UC", b"UR", b"OD", b"OL", b"OV", b"SV", b"UV"):
+            position += 12 + struct.unpack_from("<I", head, position + 8)[0]
+        else:
+            position += 8 + struct.unpack_from("<H", head, position + 6)[0]
+    return None
+
+
+def _hashes(fp: BinaryIO) -> tuple[str, str]:
+    """SHA-256 of the whole file (what storage and backups verify) and of the dataset alone.
+
+    Two ways in write different file meta for the same object (C-STORE, STOW-RS, another sender);
+    "the same object again" is decided on the dataset, so the header does not make a conflict.
+    """
+    file_digest, dataset_digest = hashlib.sha256(), hashlib.sha256()
     fp.seek(0)
-    while chunk := fp.read(1 << 20):
-        digest.update(chunk)
+    head = fp.read(1 << 16)
+    offset = _dataset_offset(head)
+    chunk, seen = head, 0
+    while chunk:
+        file_digest.update(chunk)
+        start = 0 if offset is None else max(0, offset - seen)
+        if start < len(chunk):
+            dataset_digest.update(chunk[start:] if start else chunk)
+        seen += len(chunk)
+        chunk = fp.read(1 << 20)
     fp.seek(0)
-    return digest.hexdigest()
+    return file_digest.hexdigest(), dataset_digest.hexdigest()
 
 
 def _ingest(*, principal, data, path, fileobj, source) -> IngestResult:
@@ -131,12 +162,12 @@ def _ingest(*, principal, data, path, fileobj, source) -> IngestResult:
     try:
         if size > max_instance_bytes():
             raise TooLarge(f"The archive accepts at most {max_instance_bytes():,} bytes per object; this one is larger.")
-        sha256 = _sha256(fp)
+        sha256, dataset_sha256 = _hashes(fp)
         parsed = parse(fp, size)
         existing = (
             Instance.objects.filter(institution=institution, sop_instance_uid=parsed.sop_instance_uid).select_related("study").first()
         )
-        if existing is not None and existing.sha256 == sha256:
+        if existing is not None and existing.dataset_sha256 == dataset_sha256:
             return IngestResult("already_stored", existing)
         if existing is not None and _policy(institution) != ArchivePolicy.OnConflict.KEEP_NEWEST:
             audit.record(action="instance.conflict", principal=principal, obj=existing, outcome=AuditEvent.Outcome.FAILURE, source=source)
@@ -158,7 +189,16 @@ def _ingest(*, principal, data, path, fileobj, source) -> IngestResult:
                 f"The archive could not store the object ({getattr(exc, 'strerror', None) or exc}); nothing was kept. Try again later."
             ) from None
         try:
-            result = _index(institution=institution, parsed=parsed, name=name, sha256=sha256, size=size, source=source, replacing=existing)
+            result = _index(
+                institution=institution,
+                parsed=parsed,
+                name=name,
+                sha256=sha256,
+                dataset_sha256=dataset_sha256,
+                size=size,
+                source=source,
+                replacing=existing,
+            )
         except BaseException:
             if not Instance.objects.filter(storage_name=name).exists():
                 delete_quietly(name)
@@ -204,7 +244,15 @@ def _get_or_create(model, lookup: dict, defaults: dict):
 
 
 def _index(
-    *, institution, parsed: ParsedObject, name: str, sha256: str, size: int, source: str, replacing: Instance | None
+    *,
+    institution,
+    parsed: ParsedObject,
+    name: str,
+    sha256: str,
+    dataset_sha256: str,
+    size: int,
+    source: str,
+    replacing: Instance | None,
 ) -> IngestResult:
     ds = parsed.dataset
     instance_conditions = imaging_conditions.extract(ds)
@@ -272,6 +320,7 @@ def _index(
             "photometric_interpretation": _text(ds, "PhotometricInterpretation", 16),
             "size_bytes": size,
             "sha256": sha256,
+            "dataset_sha256": dataset_sha256,
             "storage_name": name,
             "conditions": instance_conditions,
             "metadata": metadata,
@@ -296,7 +345,7 @@ def _index(
         except IntegrityError:
             # The same object arrived on another association a moment ago.
             other = Instance.objects.get(institution=institution, sop_instance_uid=parsed.sop_instance_uid)
-            if other.sha256 == sha256:
+            if other.dataset_sha256 == dataset_sha256:
                 return IngestResult("already_stored", other)
             raise ConflictingInstance(f"SOP Instance {parsed.sop_instance_uid} is already stored with different content.") from None
         Series.objects.filter(pk=series.pk).update(number_of_instances=F("number_of_instances") + 1, size_bytes=F("size_bytes") + size)

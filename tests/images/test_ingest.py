@@ -227,3 +227,29 @@ def test_unwritable_storage_is_a_clear_refusal(principal_a, tmp_path, settings, 
         ingest_instance(principal=principal_a, data=synth_bytes("CT"), source="test")
     assert "could not store" in refusal.value.reason
     assert Instance.objects.count() == 0
+
+
+def test_same_dataset_under_another_file_meta_is_already_stored(principal_a):
+    """A modality sends by C-STORE, a script sends the same object by STOW-RS: file meta differs, content does not."""
+    import pydicom
+
+    from images.ingest.validation import as_part10
+
+    original = synth_bytes("CT")
+    ds = pydicom.dcmread(__import__("io").BytesIO(original))
+    buffer = __import__("io").BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    dataset_bytes = buffer.getvalue()[original.index(b"DICM") + 4 :]
+    # Re-wrap the same dataset with another implementation's file meta (what the listener does).
+    offset = ingest_service._dataset_offset(original)
+    rewrapped = as_part10(
+        original[offset:],
+        transfer_syntax_uid=ds.file_meta.TransferSyntaxUID,
+        sop_class_uid=ds.SOPClassUID,
+        sop_instance_uid=ds.SOPInstanceUID,
+    )
+    assert rewrapped != original and dataset_bytes
+    first = ingest_instance(principal=principal_a, data=original, source="stow-rs")
+    again = ingest_instance(principal=principal_a, data=rewrapped, source="c-store")
+    assert (first.status, again.status) == ("stored", "already_stored")
+    assert len(archive_names()) == 1
