@@ -28,6 +28,8 @@ class OwnedWorld:
     ints: set[int] = field(default_factory=set)
     strings: set[str] = field(default_factory=set)
     uids: set[str] = field(default_factory=set)
+    # UIDs by level, for route parameters named after the level ("study", "series", "instance").
+    uids_by_level: dict[str, set[str]] = field(default_factory=dict)
     markers: set[str] = field(default_factory=set)
 
     def add(self, obj, *markers: str) -> None:
@@ -68,6 +70,9 @@ def build_images_world(world: OwnedWorld) -> None:
     )
     instance = result.instance
     world.uids.update({instance.study.study_instance_uid, instance.series.series_instance_uid, instance.sop_instance_uid})
+    world.uids_by_level.setdefault("study", set()).add(instance.study.study_instance_uid)
+    world.uids_by_level.setdefault("series", set()).add(instance.series.series_instance_uid)
+    world.uids_by_level.setdefault("instance", set()).add(instance.sop_instance_uid)
     world.markers.update({"Zzalpha^Patient", "ZZALPHA-PID", "ZZALPHA-ACC", instance.study.study_instance_uid, instance.sop_instance_uid})
     for obj in (instance, instance.series, instance.study, instance.study.patient):
         world.ints.add(obj.pk)
@@ -121,6 +126,13 @@ def candidate_values(name: str, conv: str, world: OwnedWorld) -> list[str]:
         return sorted({a for a, _ in admin_model_pairs()})
     if lname == "model_name":
         return sorted({m for _, m in admin_model_pairs()})
+    for level in ("study", "series", "instance"):
+        if lname in (level, f"{level}_uid", f"{level}_instance_uid") and world.uids_by_level.get(level):
+            return sorted(world.uids_by_level[level])
+    if lname == "frames":
+        return ["1"]
+    if lname == "tag":
+        return ["00100010", "7FE00010"]
     if "uid" in lname:
         return sorted(world.uids) or ["1.2.3"]
     if conv == "int" or lname in ("pk", "id", "object_id") or lname.endswith("_id") or lname.endswith("_pk"):
