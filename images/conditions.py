@@ -121,13 +121,18 @@ def extract(ds: Dataset) -> dict:
     return found
 
 
+def _for_people(value) -> str:
+    # A decimal string (DS) of a whole number is read as a float: "120 kV", not "120.0 kV".
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+
+
 def describe(conditions: dict, modality: str) -> list[dict]:
     """Conditions as rows for people: label, value with unit, in the modality's order."""
     rows = []
     for parameter in parameters_for(modality):
         if parameter.keyword in conditions:
             value = conditions[parameter.keyword]
-            text = " \\ ".join(str(v) for v in value) if isinstance(value, list) else str(value)
+            text = " \\ ".join(_for_people(v) for v in value) if isinstance(value, list) else _for_people(value)
             rows.append(
                 {"keyword": parameter.keyword, "label": parameter.label, "value": value, "display": f"{text} {parameter.unit}".strip()}
             )

@@ -25,8 +25,9 @@ def _received_shares(principal: Principal) -> QuerySet[Share]:
 
 def studies_visible_to(principal: Principal) -> QuerySet[Study]:
     """Own studies plus those shared with the caller, annotated with is_shared."""
-    if principal is None or principal.institution is None:
-        return Study.objects.none()
+    if principal is None or principal.institution is None or principal.kind == "device":
+        # Devices (print agents) read only the images of jobs sent to them, through their own selector.
+        return Study.objects.none().annotate(is_shared=Value(False, output_field=BooleanField()))
     own = Q(institution=principal.institution)
     if not principal.has_role(Role.RECEIVE):
         return (

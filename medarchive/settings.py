@@ -37,6 +37,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django.contrib.humanize",
     "rest_framework",
+    "corsheaders",
     "django_celery_beat",
     "axes",
     "medarchive",
@@ -49,6 +50,11 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # gzip for JSON and text answers only (not DICOM or image bytes); see medarchive/middleware.py.
+    "medarchive.middleware.JsonGZipMiddleware",
+    # Before anything that can answer on its own (PrincipalMiddleware's 401, CommonMiddleware), so those answers carry
+    # the CORS headers a viewer on another origin needs to read them.
+    "corsheaders.middleware.CorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -141,6 +147,15 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "subscribers.drf.exception_handler",
 }
 
+# CORS, for a web viewer (e.g. OHIF) served from another origin that reads DICOMweb and the API with a bearer token.
+# Only the listed origins, only those paths; no cookies cross origins (CORS_ALLOW_CREDENTIALS stays False), so the
+# portal session never works from another origin. The default allowed request headers include Authorization.
+CORS_ALLOWED_ORIGINS = [origin.strip() for origin in env.list("CORS_ALLOWED_ORIGINS", default=[]) if origin.strip()]
+CORS_URLS_REGEX = r"^/(dicomweb|api)/.*$"
+CORS_ALLOW_CREDENTIALS = False
+# QIDO-RS says "more results exist" in a Warning header (PS3.18 8.3.4.4): the viewer must be able to read it.
+CORS_EXPOSE_HEADERS = ["Warning", "Content-Type", "Content-Length"]
+
 # --- Internationalisation -----------------------------------------------------------------
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = env.str("TIME_ZONE", default="UTC")
@@ -185,6 +200,14 @@ STORAGES = {
         else "django.contrib.staticfiles.storage.StaticFilesStorage"
     },
 }
+
+# --- Cache ----------------------------------------------------------------------------------
+# Rendered thumbnails, keyed by the SHA-256 of the stored bytes. Embedded: files under var/cache, shared by every
+# process on the machine. Scaled out: one cache all web nodes share, e.g. CACHE_URL=redis://host:6379/1.
+CACHES = {"default": env.cache_url("CACHE_URL", default=f"filecache://{VAR_DIR / 'cache'}")}
+if CACHES["default"]["BACKEND"].endswith("FileBasedCache"):
+    # Django culls a file cache at 300 entries; a thumbnail is a few kB, so 20,000 of them stay under 100 MB.
+    CACHES["default"].setdefault("OPTIONS", {}).setdefault("MAX_ENTRIES", 20_000)
 
 # --- Background work ----------------------------------------------------------------------
 # With REDIS_URL, Redis is the broker; without it, kombu's filesystem transport under var/

@@ -11,6 +11,7 @@ admin.site.site_title = "medarchive admin"
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/me", MeApi.as_view(), name="api-me"),
+    path("api/v1/", include("images.api")),
     path("dicomweb/", include("images.dicomweb.urls")),
     path("", include("images.urls")),
     path("", include("medarchive.portal_urls")),

@@ -5,7 +5,7 @@ Framework-free: it reads any object with `read(n)`, so STOW-RS today and any lat
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -189,3 +189,16 @@ def _parse_headers(block: bytes, index: int) -> dict[str, str]:
             raise MultipartError(f"Part {index} has a malformed header line: {line[:80]!r}.")
         headers[name] = value.strip()
     return headers
+
+
+# --- Writing ------------------------------------------------------------------------------------------------------------
+
+
+def write_multipart(parts: Iterable[tuple[dict[str, str], Iterable[bytes]]], boundary: str) -> Iterator[bytes]:
+    """The body of a multipart message from (headers, content chunks) pairs, produced part by part as it is read."""
+    for headers, chunks in parts:
+        lines = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+        yield f"--{boundary}\r\n{lines}\r\n".encode("latin-1")
+        yield from chunks
+        yield CRLF
+    yield f"--{boundary}--\r\n".encode("ascii")

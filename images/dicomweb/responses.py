@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
+
+from django.http import StreamingHttpResponse
 from django.urls import reverse
 from rest_framework import exceptions
 from rest_framework.renderers import JSONRenderer
+
+from .multipart import write_multipart
 
 DICOM_JSON = "application/dicom+json"
 
@@ -54,3 +59,25 @@ class RequestRefused(exceptions.APIException):
     def __init__(self, reason: str, *, status: int, code: str):
         self.status_code = status
         super().__init__(detail=reason, code=code)
+
+
+# --- multipart/related answers (PS3.18 8.6.1.2) --------------------------------------------------------------------------
+
+
+def new_boundary() -> str:
+    return f"medarchive-{uuid.uuid4().hex}"
+
+
+def multipart_related(parts, *, root_type: str, transfer_syntax: str = "") -> StreamingHttpResponse:
+    """A streamed multipart/related answer (PS3.18 8.6.1.2) of (headers, chunks) parts; the transfer-syntax parameter
+    names the syntax of every part when they share one (PS3.18 8.7.3.4)."""
+    boundary = new_boundary()
+    syntax = f"; transfer-syntax={transfer_syntax}" if transfer_syntax else ""
+    return StreamingHttpResponse(
+        write_multipart(parts, boundary), content_type=f'multipart/related; type="{root_type}"{syntax}; boundary={boundary}'
+    )
+
+
+def not_acceptable(reason: str) -> RequestRefused:
+    """PS3.18 8.7.8.1: no acceptable media type (or transfer syntax) can be given: 406 with what can be."""
+    return RequestRefused(reason, status=406, code="not_acceptable")

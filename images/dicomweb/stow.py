@@ -24,7 +24,7 @@ from subscribers.drf import HasRole, IsMember
 from subscribers.models import Role
 
 from ..errors import IngestRefused, NotAuthorized
-from ..ingest import IngestResult, check_may_register, ingest_instance, record_batch, record_refusal
+from ..ingest import IngestCache, IngestResult, check_may_register, ingest_instance, record_batch, record_refusal
 from ..ingest.validation import check_uid
 from .multipart import MultipartError, MultipartReader, check_boundary, parse_media_type
 from .responses import RENDERERS, RequestRefused, dataset, element, retrieve_url, sequence
@@ -254,11 +254,12 @@ def _store(request, principal, parts: list[SpooledPart], target_study: str | Non
     address = audit.client_address(request)
     stored: list[IngestResult] = []
     failures: list[Failure] = []
+    cache = IngestCache()  # the parts of one request mostly share patient, study and series
     try:
         for part in parts:
             identity = _identify(part)
             try:
-                stored.append(_store_part(part, identity, principal=principal, target_study=target_study, address=address))
+                stored.append(_store_part(part, identity, principal=principal, target_study=target_study, address=address, cache=cache))
             except IngestRefused as refusal:
                 failures.append(Failure(part=part, identity=identity, refusal=refusal))
             finally:
@@ -268,7 +269,9 @@ def _store(request, principal, parts: list[SpooledPart], target_study: str | Non
     return stored, failures
 
 
-def _store_part(part: SpooledPart, identity: PartIdentity, *, principal, target_study: str | None, address: str) -> IngestResult:
+def _store_part(
+    part: SpooledPart, identity: PartIdentity, *, principal, target_study: str | None, address: str, cache: IngestCache
+) -> IngestResult:
     if target_study and identity.study_instance_uid not in ("", target_study):
         refusal = NotInTargetStudy(
             f"This instance belongs to study {identity.study_instance_uid}, not to study {target_study} "
@@ -276,7 +279,7 @@ def _store_part(part: SpooledPart, identity: PartIdentity, *, principal, target_
         )
         record_refusal(principal, refusal, source=SOURCE, address=address)  # audited like the ingest service's refusals
         raise refusal
-    return ingest_instance(principal=principal, path=part.path, source=SOURCE, address=address)
+    return ingest_instance(principal=principal, path=part.path, source=SOURCE, address=address, cache=cache)
 
 
 def _identify(part: SpooledPart) -> PartIdentity:

@@ -21,7 +21,7 @@ from subscribers import audit
 from subscribers.access import AuthenticationFailed, Principal, principal_for_ae
 from subscribers.models import AuditEvent
 
-from ..ingest import IngestResult, record_batch
+from ..ingest import IngestCache, IngestResult, record_batch
 
 logger = logging.getLogger("images.dimse")
 
@@ -45,6 +45,7 @@ class AssociationState:
     results: list[IngestResult] = field(default_factory=list)
     refused: int = 0
     ended: bool = False
+    cache: IngestCache = field(default_factory=IngestCache, repr=False)  # index rows seen on this association
     _first_of: dict = field(default_factory=dict, repr=False)
 
     def add(self, result: IngestResult) -> None:

@@ -37,7 +37,9 @@ def handle_store(event) -> int | Dataset:
     if state is None:  # the gate did not let this association in; never store for nobody
         return failure(NotAuthorized.dicom_status, "This association was not accepted by the archive.")
     try:
-        result = ingest_instance(principal=state.principal, source=SOURCE, address=state.peer, audit_refusals=True, **_received(event))
+        result = ingest_instance(
+            principal=state.principal, source=SOURCE, address=state.peer, audit_refusals=True, cache=state.cache, **_received(event)
+        )
     except IngestRefused as refusal:
         state.refused += 1
         logger.info("C-STORE from %s refused (0x%04X): %s", state.label(), refusal.dicom_status, refusal.reason)

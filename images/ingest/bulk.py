@@ -24,7 +24,7 @@ from subscribers.access import Principal
 from subscribers.models import Institution, Role
 
 from ..errors import IngestRefused, NotAuthorized, NotDicom, StorageFailed, TooLarge
-from .service import IngestResult, check_may_register, ingest_instance, max_instance_bytes, record_batch, record_refusal
+from .service import IngestCache, IngestResult, check_may_register, ingest_instance, max_instance_bytes, record_batch, record_refusal
 
 # Zip bomb limits besides settings.UPLOAD_MAX_UNCOMPRESSED_BYTES. DICOM pixel data compresses
 # well (CT about 3:1, blank regions more), but nothing real expands 200:1 beyond 10 MB.
@@ -100,11 +100,18 @@ class _Batch:
         self.results: list[IngestResult] = []
         self.outcomes: list[FileOutcome] = []
         self.refused = 0
+        self.cache = IngestCache()
 
     def ingest(self, name: str, *, size: int, path=None, fileobj: BinaryIO | None = None) -> FileOutcome:
         try:
             result = ingest_instance(
-                principal=self.principal, path=path, fileobj=fileobj, source=self.source, address=self.address, audit_refusals=False
+                principal=self.principal,
+                path=path,
+                fileobj=fileobj,
+                source=self.source,
+                address=self.address,
+                audit_refusals=False,
+                cache=self.cache,
             )
         except IngestRefused as refusal:
             return self.refuse(name, refusal, size=size)

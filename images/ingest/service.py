@@ -8,6 +8,7 @@ storage and index as they were.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import os
@@ -17,9 +18,11 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from django.conf import settings
+from django.core.exceptions import ObjectDoesNotExist
 from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
+from pydicom.valuerep import PersonName
 
 from subscribers import audit
 from subscribers.access import Principal
@@ -42,6 +45,36 @@ class IngestResult:
         return self.status != "already_stored"
 
 
+class IngestCache:
+    """Index rows already known within one batch (an association, a STOW-RS request, an import).
+
+    The second and later instances of a series then skip the patient, study and series look-ups.
+    Rows enter the cache only once their transaction has committed; a stale entry (a row deleted
+    meanwhile) makes the ingest clear the cache and index again from the database.
+    """
+
+    def __init__(self):
+        self.rows: dict[str, tuple[Patient, Study, Series]] = {}  # by SeriesInstanceUID
+
+    def remember(self, patient: Patient, study: Study, series: Series) -> None:
+        self.rows[series.series_instance_uid] = (patient, study, series)
+
+    def lookup(self, parsed: ParsedObject, patient_key: tuple) -> tuple[Patient, Study, Series] | None:
+        rows = self.rows.get(parsed.series_instance_uid)
+        if rows is None:
+            return None
+        patient, study, _ = rows
+        if study.study_instance_uid != parsed.study_instance_uid or (patient.patient_id, patient.issuer_of_patient_id) != patient_key:
+            return None  # not the same context: let the database decide (and refuse a series moving study)
+        return rows
+
+    def clear(self) -> None:
+        self.rows.clear()
+
+    def __bool__(self) -> bool:
+        return bool(self.rows)
+
+
 def max_instance_bytes() -> int:
     return settings.DICOM_MAX_INSTANCE_BYTES
 
@@ -62,10 +95,14 @@ def ingest_instance(
     source: str,
     address: str = "",
     audit_refusals: bool = True,
+    cache: IngestCache | None = None,
 ) -> IngestResult:
-    """Store one Part 10 object for principal's institution. Raises IngestRefused (nothing changed)."""
+    """Store one Part 10 object for principal's institution. Raises IngestRefused (nothing changed).
+
+    Callers ingesting a batch pass one IngestCache for the whole batch.
+    """
     try:
-        return _ingest(principal=principal, data=data, path=path, fileobj=fileobj, source=source)
+        return _ingest(principal=principal, data=data, path=path, fileobj=fileobj, source=source, cache=cache)
     except IngestRefused as refusal:
         if audit_refusals:
             record_refusal(principal, refusal, source=source, address=address)
@@ -155,7 +192,7 @@ def _hashes(fp: BinaryIO) -> tuple[str, str]:
     return file_digest.hexdigest(), dataset_digest.hexdigest()
 
 
-def _ingest(*, principal, data, path, fileobj, source) -> IngestResult:
+def _ingest(*, principal, data, path, fileobj, source, cache) -> IngestResult:
     check_may_register(principal)
     institution = principal.institution
     fp, size, owned = _open(data, path, fileobj)
@@ -164,9 +201,8 @@ def _ingest(*, principal, data, path, fileobj, source) -> IngestResult:
             raise TooLarge(f"The archive accepts at most {max_instance_bytes():,} bytes per object; this one is larger.")
         sha256, dataset_sha256 = _hashes(fp)
         parsed = parse(fp, size)
-        existing = (
-            Instance.objects.filter(institution=institution, sop_instance_uid=parsed.sop_instance_uid).select_related("study").first()
-        )
+        known = Instance.objects.filter(institution=institution, sop_instance_uid=parsed.sop_instance_uid).values_list("pk", flat=True)
+        existing = Instance.objects.select_related("study").get(pk=known[0]) if known else None
         if existing is not None and existing.dataset_sha256 == dataset_sha256:
             return IngestResult("already_stored", existing)
         if existing is not None and _policy(institution) != ArchivePolicy.OnConflict.KEEP_NEWEST:
@@ -188,17 +224,25 @@ def _ingest(*, principal, data, path, fileobj, source) -> IngestResult:
             raise StorageFailed(
                 f"The archive could not store the object ({getattr(exc, 'strerror', None) or exc}); nothing was kept. Try again later."
             ) from None
+        index = functools.partial(
+            _index,
+            institution=institution,
+            parsed=parsed,
+            name=name,
+            sha256=sha256,
+            dataset_sha256=dataset_sha256,
+            size=size,
+            source=source,
+            replacing=existing,
+        )
         try:
-            result = _index(
-                institution=institution,
-                parsed=parsed,
-                name=name,
-                sha256=sha256,
-                dataset_sha256=dataset_sha256,
-                size=size,
-                source=source,
-                replacing=existing,
-            )
+            try:
+                result = index(cache=cache)
+            except (IntegrityError, ObjectDoesNotExist):
+                if not cache:
+                    raise
+                cache.clear()  # a cached row went away meanwhile: index again from the database
+                result = index(cache=cache)
         except BaseException:
             if not Instance.objects.filter(storage_name=name).exists():
                 delete_quietly(name)
@@ -221,7 +265,8 @@ def _text(ds, keyword: str, limit: int) -> str:
     value = ds.get(keyword, "")
     if value is None:
         return ""
-    if isinstance(value, list | tuple) or hasattr(value, "__iter__") and not isinstance(value, str | bytes) and keyword != "PatientName":
+    # A PersonName iterates over its characters: it is one value, not a multi-value (ReferringPhysicianName too).
+    if isinstance(value, list | tuple) or hasattr(value, "__iter__") and not isinstance(value, str | bytes | PersonName):
         value = "\\".join(str(v) for v in value)
     return str(value).strip()[:limit]
 
@@ -253,106 +298,132 @@ def _index(
     size: int,
     source: str,
     replacing: Instance | None,
+    cache: IngestCache | None = None,
 ) -> IngestResult:
     ds = parsed.dataset
     instance_conditions = imaging_conditions.extract(ds)
     metadata = metadata_json(ds)
     now = timezone.now()
+    patient_key = (_text(ds, "PatientID", 64), _text(ds, "IssuerOfPatientID", 64))
+    cached = cache.lookup(parsed, patient_key) if cache else None
     with transaction.atomic():
-        patient, _ = _get_or_create(
-            Patient,
-            {
-                "institution": institution,
-                "patient_id": _text(ds, "PatientID", 64),
-                "issuer_of_patient_id": _text(ds, "IssuerOfPatientID", 64),
-            },
-            {
-                "patient_name": _text(ds, "PatientName", 324),
-                "patient_name_search": _text(ds, "PatientName", 324).upper(),
-                "patient_birth_date": parse_da(ds.get("PatientBirthDate")),
-                "patient_sex": _text(ds, "PatientSex", 16),
-            },
-        )
-        study, _ = _get_or_create(
-            Study,
-            {"institution": institution, "study_instance_uid": parsed.study_instance_uid},
-            {
-                "patient": patient,
-                "study_date": parse_da(ds.get("StudyDate")),
-                "study_time": parse_tm(ds.get("StudyTime")),
-                "accession_number": _text(ds, "AccessionNumber", 64),
-                "study_id": _text(ds, "StudyID", 16),
-                "study_description": _text(ds, "StudyDescription", 200),
-                "referring_physician_name": _text(ds, "ReferringPhysicianName", 324),
-            },
-        )
-        modality = _text(ds, "Modality", 16)
-        series, series_created = _get_or_create(
-            Series,
-            {"institution": institution, "series_instance_uid": parsed.series_instance_uid},
-            {
-                "study": study,
-                "modality": modality,
-                "series_number": _int(ds, "SeriesNumber"),
-                "series_description": _text(ds, "SeriesDescription", 200),
-                "body_part_examined": _text(ds, "BodyPartExamined", 16),
-                "series_date": parse_da(ds.get("SeriesDate")),
-                "series_time": parse_tm(ds.get("SeriesTime")),
-                "acquiring_institution_name": _text(ds, "InstitutionName", 64),
-                "manufacturer": _text(ds, "Manufacturer", 64),
-                "manufacturer_model_name": _text(ds, "ManufacturerModelName", 64),
-                "station_name": _text(ds, "StationName", 16),
+        if cached is not None:
+            patient, study, series = cached
+            series_created = False
+        else:
+            patient, study, series, series_created = _index_rows(ds, institution, parsed, patient_key, instance_conditions)
+        result = _index_instance(
+            institution=institution,
+            parsed=parsed,
+            study=study,
+            series=series,
+            series_created=series_created,
+            size=size,
+            now=now,
+            replacing=replacing,
+            fields={
+                "sop_class_uid": parsed.sop_class_uid,
+                "instance_number": _int(ds, "InstanceNumber"),
+                "transfer_syntax_uid": parsed.transfer_syntax_uid,
+                "rows": _int(ds, "Rows"),
+                "columns": _int(ds, "Columns"),
+                "number_of_frames": _int(ds, "NumberOfFrames") or 1,
+                "bits_allocated": _int(ds, "BitsAllocated"),
+                "photometric_interpretation": _text(ds, "PhotometricInterpretation", 16),
+                "size_bytes": size,
+                "sha256": sha256,
+                "dataset_sha256": dataset_sha256,
+                "storage_name": name,
                 "conditions": instance_conditions,
+                "metadata": metadata,
+                "source": source,
             },
         )
-        if series.study_id != study.pk:
-            raise ConflictingInstance(
-                f"Series {parsed.series_instance_uid} already belongs to another study; a series cannot move between studies."
-            )
-        fields = {
-            "sop_class_uid": parsed.sop_class_uid,
-            "instance_number": _int(ds, "InstanceNumber"),
-            "transfer_syntax_uid": parsed.transfer_syntax_uid,
-            "rows": _int(ds, "Rows"),
-            "columns": _int(ds, "Columns"),
-            "number_of_frames": _int(ds, "NumberOfFrames") or 1,
-            "bits_allocated": _int(ds, "BitsAllocated"),
-            "photometric_interpretation": _text(ds, "PhotometricInterpretation", 16),
-            "size_bytes": size,
-            "sha256": sha256,
-            "dataset_sha256": dataset_sha256,
-            "storage_name": name,
+    if cache is not None and result.status == "stored":
+        transaction.on_commit(lambda: cache.remember(patient, study, series))
+    return result
+
+
+def _index_rows(ds, institution, parsed: ParsedObject, patient_key: tuple, instance_conditions: dict):
+    """Find or create the patient, study and series rows of an object, in the caller's transaction."""
+    patient, _ = _get_or_create(
+        Patient,
+        {"institution": institution, "patient_id": patient_key[0], "issuer_of_patient_id": patient_key[1]},
+        {
+            "patient_name": _text(ds, "PatientName", 324),
+            "patient_name_search": _text(ds, "PatientName", 324).upper(),
+            "patient_birth_date": parse_da(ds.get("PatientBirthDate")),
+            "patient_sex": _text(ds, "PatientSex", 16),
+        },
+    )
+    study, _ = _get_or_create(
+        Study,
+        {"institution": institution, "study_instance_uid": parsed.study_instance_uid},
+        {
+            "patient": patient,
+            "study_date": parse_da(ds.get("StudyDate")),
+            "study_time": parse_tm(ds.get("StudyTime")),
+            "accession_number": _text(ds, "AccessionNumber", 64),
+            "study_id": _text(ds, "StudyID", 16),
+            "study_description": _text(ds, "StudyDescription", 200),
+            "referring_physician_name": _text(ds, "ReferringPhysicianName", 324),
+        },
+    )
+    modality = _text(ds, "Modality", 16)
+    series, series_created = _get_or_create(
+        Series,
+        {"institution": institution, "series_instance_uid": parsed.series_instance_uid},
+        {
+            "study": study,
+            "modality": modality,
+            "series_number": _int(ds, "SeriesNumber"),
+            "series_description": _text(ds, "SeriesDescription", 200),
+            "body_part_examined": _text(ds, "BodyPartExamined", 16),
+            "series_date": parse_da(ds.get("SeriesDate")),
+            "series_time": parse_tm(ds.get("SeriesTime")),
+            "acquiring_institution_name": _text(ds, "InstitutionName", 64),
+            "manufacturer": _text(ds, "Manufacturer", 64),
+            "manufacturer_model_name": _text(ds, "ManufacturerModelName", 64),
+            "station_name": _text(ds, "StationName", 16),
             "conditions": instance_conditions,
-            "metadata": metadata,
-            "source": source,
-        }
-        if replacing is not None:
-            replaced = Instance.objects.select_for_update().get(pk=replacing.pk)
-            if replaced.series_id != series.pk:
-                raise ConflictingInstance("The newer object names another series than the one stored; it cannot replace it.")
-            delta = size - replaced.size_bytes
-            for key, value in fields.items():
-                setattr(replaced, key, value)
-            replaced.save()
-            Study.objects.filter(pk=study.pk).update(size_bytes=F("size_bytes") + delta, last_received_at=now)
-            Series.objects.filter(pk=series.pk).update(size_bytes=F("size_bytes") + delta)
-            return IngestResult("replaced", replaced)
-        try:
-            with transaction.atomic():
-                instance = Instance.objects.create(
-                    institution=institution, study=study, series=series, sop_instance_uid=parsed.sop_instance_uid, **fields
-                )
-        except IntegrityError:
-            # The same object arrived on another association a moment ago.
-            other = Instance.objects.get(institution=institution, sop_instance_uid=parsed.sop_instance_uid)
-            if other.dataset_sha256 == dataset_sha256:
-                return IngestResult("already_stored", other)
-            raise ConflictingInstance(f"SOP Instance {parsed.sop_instance_uid} is already stored with different content.") from None
-        Series.objects.filter(pk=series.pk).update(number_of_instances=F("number_of_instances") + 1, size_bytes=F("size_bytes") + size)
-        study_update = {"number_of_instances": F("number_of_instances") + 1, "size_bytes": F("size_bytes") + size, "last_received_at": now}
-        if series_created:
-            modalities = sorted({m for m in Series.objects.filter(study=study).values_list("modality", flat=True) if m})
-            study_update.update(number_of_series=F("number_of_series") + 1, modalities_in_study="\\".join(modalities))
-        Study.objects.filter(pk=study.pk).update(**study_update)
+        },
+    )
+    if series.study_id != study.pk:
+        raise ConflictingInstance(
+            f"Series {parsed.series_instance_uid} already belongs to another study; a series cannot move between studies."
+        )
+    return patient, study, series, series_created
+
+
+def _index_instance(*, institution, parsed, study, series, series_created, size, now, replacing, fields) -> IngestResult:
+    """Insert (or replace) the instance row and keep the series and study counters right."""
+    if replacing is not None:
+        replaced = Instance.objects.select_for_update().get(pk=replacing.pk)
+        if replaced.series_id != series.pk:
+            raise ConflictingInstance("The newer object names another series than the one stored; it cannot replace it.")
+        delta = size - replaced.size_bytes
+        for key, value in fields.items():
+            setattr(replaced, key, value)
+        replaced.save()
+        Study.objects.filter(pk=study.pk).update(size_bytes=F("size_bytes") + delta, last_received_at=now)
+        Series.objects.filter(pk=series.pk).update(size_bytes=F("size_bytes") + delta)
+        return IngestResult("replaced", replaced)
+    try:
+        with transaction.atomic():
+            instance = Instance.objects.create(
+                institution=institution, study=study, series=series, sop_instance_uid=parsed.sop_instance_uid, **fields
+            )
+    except IntegrityError:
+        # The same object arrived on another association a moment ago.
+        other = Instance.objects.get(institution=institution, sop_instance_uid=parsed.sop_instance_uid)
+        if other.dataset_sha256 == fields["dataset_sha256"]:
+            return IngestResult("already_stored", other)
+        raise ConflictingInstance(f"SOP Instance {parsed.sop_instance_uid} is already stored with different content.") from None
+    Series.objects.filter(pk=series.pk).update(number_of_instances=F("number_of_instances") + 1, size_bytes=F("size_bytes") + size)
+    study_update = {"number_of_instances": F("number_of_instances") + 1, "size_bytes": F("size_bytes") + size, "last_received_at": now}
+    if series_created:
+        modalities = sorted({m for m in Series.objects.filter(study=study).values_list("modality", flat=True) if m})
+        study_update.update(number_of_series=F("number_of_series") + 1, modalities_in_study="\\".join(modalities))
+    Study.objects.filter(pk=study.pk).update(**study_update)
     instance.study = study
     return IngestResult("stored", instance)

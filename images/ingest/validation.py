@@ -149,9 +149,9 @@ def metadata_json(ds: Dataset) -> dict:
         return f"bulkdata/{element.tag:08X}"
 
     pixel_tags = {0x7FE00010, 0x7FE00008, 0x7FE00009}
-    trimmed = Dataset()
-    for tag in ds.keys():  # noqa: SIM118 (by tag, so deferred pixel data is never read)
-        if tag in pixel_tags:
-            continue
-        trimmed.add(ds[tag])
-    return trimmed.to_json_dict(bulk_data_threshold=BULK_THRESHOLD, bulk_data_element_handler=bulk)
+    # Element by element, by tag, so deferred pixel data is never read and no trimmed copy is built.
+    return {
+        f"{tag:08X}": ds[tag].to_json_dict(bulk, BULK_THRESHOLD)
+        for tag in ds.keys()  # noqa: SIM118
+        if tag not in pixel_tags
+    }

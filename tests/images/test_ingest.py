@@ -253,3 +253,43 @@ def test_same_dataset_under_another_file_meta_is_already_stored(principal_a):
     again = ingest_instance(principal=principal_a, data=rewrapped, source="c-store")
     assert (first.status, again.status) == ("stored", "already_stored")
     assert len(archive_names()) == 1
+
+
+def test_a_batch_cache_indexes_a_series_with_fewer_queries_and_the_same_rows(
+    principal_a, django_assert_max_num_queries, django_capture_on_commit_callbacks
+):
+    from images.ingest import IngestCache
+
+    study_uid, series_uid = generate_uid(), generate_uid()
+    cache = IngestCache()
+    with django_capture_on_commit_callbacks(execute=True):
+        ingest_instance(principal=principal_a, data=synth_bytes("CT", study_uid=study_uid, series_uid=series_uid), source="t", cache=cache)
+    assert cache, "the first instance's rows are remembered after commit"
+    data = synth_bytes("CT", study_uid=study_uid, series_uid=series_uid, instance_number=2)
+    with django_assert_max_num_queries(8):
+        ingest_instance(principal=principal_a, data=data, source="t", cache=cache)
+    study = Study.objects.get(study_instance_uid=study_uid)
+    assert (study.number_of_series, study.number_of_instances) == (1, 2)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_stale_batch_cache_falls_back_to_the_database(inst_a, admin_a):
+    """Real commits (no test transaction): the stale foreign key fails at commit and the ingest indexes again."""
+    from images.ingest import IngestCache
+
+    principal = principal_of(admin_a)
+    study_uid, series_uid = generate_uid(), generate_uid()
+    cache = IngestCache()
+    first = ingest_instance(
+        principal=principal, data=synth_bytes("CT", study_uid=study_uid, series_uid=series_uid), source="t", cache=cache
+    )
+    assert cache
+    # Another process removes the study meanwhile (retention, say): the cached rows no longer exist.
+    Instance.objects.filter(pk=first.instance.pk).delete()
+    Series.objects.filter(series_instance_uid=series_uid).delete()
+    Study.objects.filter(study_instance_uid=study_uid).delete()
+    data = synth_bytes("CT", study_uid=study_uid, series_uid=series_uid, instance_number=2)
+    again = ingest_instance(principal=principal, data=data, source="t", cache=cache)
+    assert again.status == "stored"
+    assert Study.objects.get(study_instance_uid=study_uid).number_of_instances == 1
+    assert Instance.objects.get().study.study_instance_uid == study_uid

@@ -107,3 +107,13 @@ def test_same_uid_owned_and_shared_resolves_to_the_callers_own_copy(principal_a,
     mine_b = ingest_instance(principal=principal_b, data=synth_bytes("CT", study_uid=uid), source="t").instance.study
     share(principal=principal_a, study=mine_a, with_institution=inst_b)
     assert selectors.get_study(principal_b, uid).pk == mine_b.pk
+
+
+def test_a_device_credential_cannot_search_the_archive(principal_a, study_a, inst_a, client):
+    from subscribers import services
+    from subscribers.access import OPERATOR
+
+    _, raw = services.register_device(actor=OPERATOR, institution=inst_a, name="film printer", kind="film_printer")
+    response = client.get("/dicomweb/studies", HTTP_AUTHORIZATION=f"Bearer {raw}")
+    assert response.status_code == 200 and response.json() == []
+    assert client.get(f"/dicomweb/studies/{study_a.study_instance_uid}/series", HTTP_AUTHORIZATION=f"Bearer {raw}").status_code == 404
