@@ -12,6 +12,15 @@ class ImagesConfig(AppConfig):
 
         portal.register(
             portal.PortalEntry(
+                "Studies",
+                "Your institution's studies and those other institutions shared with you.",
+                "study-list",
+                Role.RECEIVE,
+                order=10,
+            )
+        )
+        portal.register(
+            portal.PortalEntry(
                 "Upload",
                 "Send DICOM files, folders or zips from the browser, with progress and a result per file.",
                 "upload",

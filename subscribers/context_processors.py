@@ -2,6 +2,7 @@
 
 from . import portal
 from .access import active_memberships
+from .models import Notification
 
 
 def principal(request):
@@ -12,4 +13,5 @@ def principal(request):
         "principal": p,
         "switchable_memberships": lambda: list(active_memberships(p.user)),
         "portal_entries": lambda: portal.entries_for(p),
+        "unread_notifications": lambda: Notification.objects.filter(user=p.user, read_at__isnull=True).count(),
     }

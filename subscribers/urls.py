@@ -3,7 +3,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from .views import audit, auth, home, manage
+from .views import audit, auth, home, manage, notifications
 
 urlpatterns = [
     path("", home.home, name="home"),
@@ -27,4 +27,6 @@ urlpatterns = [
     path("manage/devices/add/", manage.device_add, name="manage-device-add"),
     path("manage/devices/<int:pk>/active/", manage.device_set_active, name="manage-device-set-active"),
     path("audit/", audit.audit_log, name="audit-log"),
+    path("notifications/", notifications.notification_list, name="notifications"),
+    path("notifications/read/", notifications.notifications_read, name="notifications-read"),
 ]

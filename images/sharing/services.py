@@ -104,7 +104,7 @@ def share(
         expires_at=expires_at.isoformat() if expires_at else None,
     )
     what = f"the study {study.study_description or study.study_instance_uid}" if study else "all studies of a patient"
-    link = f"/studies/{study.study_instance_uid}/" if study else "/worklist/?shared=1"
+    link = "/studies/?shared=1"
     notify(users=_recipients(created), text=f"{owner.name} shared {what} with you.", link=link, institution=with_institution)
     return created
 
