@@ -12,7 +12,7 @@ from subscribers import services
 from subscribers.access import OPERATOR
 from subscribers.models import ApplicationEntity
 from tests.conftest import login
-from tests.factories import ApplicationEntityFactory, DeviceFactory
+from tests.factories import ApplicationEntityFactory, DeviceFactory, member
 
 
 @pytest.fixture
@@ -66,14 +66,20 @@ def test_login_and_locked_out_pages_render_for_anyone(client, db):
     assert "Try again in 15 minutes" in body and "administrator" in body
 
 
-def test_home_shows_role_cards_without_dead_links_for_features_not_built(client, clinician_a):
-    login(client, clinician_a.user)
+def test_home_shows_role_cards_without_dead_links_for_features_not_built(client, inst_a):
+    printer = member(inst_a, "printer_a", ["print"])
+    login(client, printer.user)
     body = client.get(reverse("home")).content.decode()
-    assert "Worklist" in body and "coming with the delivery work" in body
-    card = re.search(r'<li class="card[^"]*">.*?Worklist.*?</li>', body, re.S).group(0)
+    assert "Printing" in body and "coming soon" in body
+    card = re.search(r'<li class="card[^"]*">.*?Printing.*?</li>', body, re.S).group(0)
     assert "<a " not in card
     assert reverse("manage-members") not in body and reverse("audit-log") not in body  # not in cards, not in navigation
     assert reverse("my-tokens") in body
+
+
+def test_clinician_home_links_to_the_studies_list(client, clinician_a):
+    login(client, clinician_a.user)
+    assert 'href="/studies/"' in client.get(reverse("home")).content.decode()
 
 
 def test_home_of_an_admin_links_to_the_manage_pages(client_a):
