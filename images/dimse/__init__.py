@@ -1,1 +1,1 @@
-"""DICOM network services (DIMSE): the listener that accepts associations from registered AE titles, C-STORE and C-ECHO."""
+"""DICOM network services (DIMSE): the listener for registered AE titles — C-ECHO, C-STORE, C-FIND, C-MOVE, C-GET."""

@@ -1,4 +1,5 @@
-"""The DICOM listener: a pynetdicom AE accepting every storage SOP class and Verification, gated by AE title.
+"""The DICOM listener: a pynetdicom AE accepting every storage SOP class, Verification and Query/Retrieve (Patient Root
+and Study Root FIND, MOVE, GET), gated by AE title.
 
 `start_listener()` starts it in background threads and returns the server (the dicom_listener
 command and the tests both use it); each association runs in a thread of its own.
@@ -11,10 +12,20 @@ import copy
 from pydicom.uid import UID, AllTransferSyntaxes
 from pynetdicom import AE, DEFAULT_TRANSFER_SYNTAXES, AllStoragePresentationContexts, _config, evt
 from pynetdicom.presentation import PresentationContext
-from pynetdicom.sop_class import Verification
+from pynetdicom.sop_class import (
+    PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelGet,
+    PatientRootQueryRetrieveInformationModelMove,
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+    Verification,
+)
 from pynetdicom.transport import ThreadedAssociationServer
 
 from .association import on_association_ended, on_association_requested
+from .query import handle_find
+from .retrieve import handle_get, handle_move
 from .storage import handle_echo, handle_store
 
 # Every transfer syntax pydicom knows (uncompressed, deflated, JPEG, JPEG-LS, JPEG 2000, HTJ2K, RLE,
@@ -33,6 +44,14 @@ DIMSE_TIMEOUT = 60
 # one whole PDU in memory per association while decoding it, so this bounds memory per association.
 MAXIMUM_PDU_SIZE = 1024 * 1024
 DEFAULT_MAXIMUM_ASSOCIATIONS = 32
+QUERY_RETRIEVE_SOP_CLASSES = (
+    PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelMove,
+    PatientRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelMove,
+    StudyRootQueryRetrieveInformationModelGet,
+)
 
 
 class _SupportedContext(PresentationContext):
@@ -47,17 +66,22 @@ class _SupportedContext(PresentationContext):
         return copy.copy(self)
 
 
-def _context(abstract_syntax: str, transfer_syntaxes: list[str]) -> PresentationContext:
+def _context(abstract_syntax: str, transfer_syntaxes: list[str], *, either_role: bool = False) -> PresentationContext:
     context = _SupportedContext()
     context.abstract_syntax = abstract_syntax
     context.transfer_syntax = transfer_syntaxes
+    if either_role:
+        # SCP/SCU role selection (PS3.7 D.3.3.4): a C-GET caller proposes the Storage SCP role for itself, so that our
+        # C-STORE sub-operations go back over its association; a caller proposing no roles stays the SCU.
+        context.scu_role = context.scp_role = True
     return context
 
 
 def supported_contexts() -> list[PresentationContext]:
     # An acceptor may support any number of contexts; the 128 limit is on what one requestor proposes (PS3.8 9.3.2.2).
-    storage = [_context(cx.abstract_syntax, STORAGE_TRANSFER_SYNTAXES) for cx in AllStoragePresentationContexts]
-    return [*storage, _context(Verification, DEFAULT_TRANSFER_SYNTAXES)]
+    storage = [_context(cx.abstract_syntax, STORAGE_TRANSFER_SYNTAXES, either_role=True) for cx in AllStoragePresentationContexts]
+    query_retrieve = [_context(sop_class, DEFAULT_TRANSFER_SYNTAXES) for sop_class in QUERY_RETRIEVE_SOP_CLASSES]
+    return [*storage, _context(Verification, DEFAULT_TRANSFER_SYNTAXES), *query_retrieve]
 
 
 def event_handlers(*, require_called_aet: bool) -> list:
@@ -65,6 +89,9 @@ def event_handlers(*, require_called_aet: bool) -> list:
         (evt.EVT_REQUESTED, on_association_requested, [require_called_aet]),
         (evt.EVT_C_ECHO, handle_echo),
         (evt.EVT_C_STORE, handle_store),
+        (evt.EVT_C_FIND, handle_find),
+        (evt.EVT_C_MOVE, handle_move),
+        (evt.EVT_C_GET, handle_get),
         (evt.EVT_RELEASED, on_association_ended),
         (evt.EVT_ABORTED, on_association_ended),
         (evt.EVT_REJECTED, on_association_ended),

@@ -21,7 +21,8 @@ STOP_GRACE_SECONDS = 10
 class Command(BaseCommand):
     help = (
         "Run the DICOM listener: accepts C-STORE (every storage SOP class, compressed or not, kept as received) "
-        "and C-ECHO from AE titles registered to an institution, only from the host each is registered for; "
+        "C-ECHO, C-FIND, C-MOVE and C-GET (Patient and Study Root) from AE titles registered to an institution, "
+        "only from the host each is registered for, over what that institution may see; "
         "any other caller is rejected at association (A-ASSOCIATE-RJ, calling AE title not recognized). "
         "The called AE title must be ours unless DICOM_REQUIRE_CALLED_AET is false or --any-called-aet is given. "
         "Logs one line per association. Ctrl-C or SIGTERM stops accepting, lets running associations finish "
