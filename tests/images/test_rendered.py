@@ -579,3 +579,32 @@ def test_rendering_speed_of_a_512_ct_frame_is_reported(client, token_a, store, r
     record_property("ms_per_512_ct_frame_service", round(service, 1))
     record_property("ms_per_512_ct_frame_http", round(http, 1))
     print(f"\nrendered 512x512 CT frame, JPEG q90: {service:.1f} ms (render_frame), {http:.1f} ms (GET .../rendered)")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_dicomweb_client_gets_rendered_frames_and_thumbnails(live_server, inst_a):
+    """The third-party DICOMweb client reads rendered images the way viewers do."""
+    import io as _io
+
+    import requests
+    from dicomweb_client.api import DICOMwebClient
+    from PIL import Image
+
+    from images.ingest import ingest_instance
+    from subscribers import services as subscriber_services
+    from tests.dicom_files import synth_bytes
+    from tests.factories import member, principal_of
+
+    admin = member(inst_a, "render_admin")
+    principal = principal_of(admin)
+    raw = subscriber_services.issue_token(actor=principal, membership=admin, name="viewer")[1]
+    instance = ingest_instance(principal=principal, data=synth_bytes("CT", rows=64, cols=64), source="test").instance
+    session = requests.Session()
+    session.headers["Authorization"] = f"Bearer {raw}"
+    client = DICOMwebClient(url=live_server.url + "/dicomweb", session=session)
+    study, series, sop = instance.study.study_instance_uid, instance.series.series_instance_uid, instance.sop_instance_uid
+    jpeg = client.retrieve_instance_rendered(study, series, sop, media_types=("image/jpeg",))
+    png = client.retrieve_instance_frames_rendered(study, series, sop, frame_numbers=[1], media_types=("image/png",))
+    assert Image.open(_io.BytesIO(jpeg)).size == (64, 64)
+    decoded = Image.open(_io.BytesIO(png))
+    assert decoded.format == "PNG" and decoded.size == (64, 64) and len(set(decoded.getdata())) > 10
