@@ -25,6 +25,8 @@ if DEBUG or env.bool("MEDARCHIVE_TESTING", default=False):
     SECRET_KEY = env.str("SECRET_KEY", default="insecure-development-key-not-for-production-use-0123456789")
 else:
     SECRET_KEY = env.str("SECRET_KEY")  # required outside debug and tests
+    if len(SECRET_KEY) < 32:
+        raise environ.ImproperlyConfigured("SECRET_KEY is empty or too short: give at least 32 random characters.")
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
