@@ -75,6 +75,11 @@ class Medarchive:
     def manage(self, *args: str, timeout: float = 300) -> str:
         return processes.run([sys.executable, str(MANAGE), *args], env=self.environment(), cwd=REPO, timeout=timeout)
 
+    def run_module(self, module: str, *args, extra_env: dict | None = None, timeout: float = 900) -> str:
+        """`python -m module args` with this archive's settings and database (a benchmark helper that sets up Django)."""
+        env = {**self.environment(), **(extra_env or {})}
+        return processes.run([sys.executable, "-m", module, *map(str, args)], env=env, cwd=REPO, timeout=timeout)
+
     def prepare(self) -> None:
         """An empty archive with one institution, a member allowed to send, a token and the benchmark's AE title."""
         shutil.rmtree(self.folder, ignore_errors=True)
@@ -87,6 +92,11 @@ class Medarchive:
         self.manage("add_user", "--institution", INSTITUTION, "--username", USERNAME, "--roles", "register")
         self.manage("register_ae", "--institution", INSTITUTION, "--ae-title", CALLING_AET, "--host", "127.0.0.1", "--send")
         self.token = self.manage("issue_token", "--institution", INSTITUTION, "--username", USERNAME, "--name", "bench STOW-RS").strip()
+
+    def add_member(self, username: str, roles: str) -> str:
+        """Another member of the benchmark institution (e.g. a reader with the receive role); returns a new token of theirs."""
+        self.manage("add_user", "--institution", INSTITUTION, "--username", username, "--roles", roles)
+        return self.manage("issue_token", "--institution", INSTITUTION, "--username", username, "--name", f"bench {username}").strip()
 
     def clone(self, template: Medarchive) -> None:
         """An empty archive like prepare() gives, by copying the SQLite file of a prepared template (saves ~30 s of start-ups)."""
@@ -105,13 +115,22 @@ class Medarchive:
         processes.wait_for_port(self.dicom_port, process=self.process, timeout=60)
         return self.process
 
-    def web(self) -> subprocess.Popen:
-        """The web server as the embedded default runs it (serve: gunicorn 2 workers x 2 threads), without worker and listener."""
-        if command_exists("serve"):
+    def web(self, gunicorn_config: Path | None = None, extra_env: dict | None = None) -> subprocess.Popen:
+        """The web server as the embedded default runs it (serve: gunicorn 2 workers x 2 threads), without worker and listener.
+
+        With gunicorn_config, gunicorn is started directly with the same workers and threads plus that configuration
+        file (server-side experiments: hooks, settings), since serve takes no gunicorn options. extra_env overrides
+        the environment (e.g. DJANGO_SETTINGS_MODULE of an experiment's settings).
+        """
+        if command_exists("serve") and gunicorn_config is None:
             argv = [sys.executable, str(MANAGE), "serve", "--no-worker", "--no-dicom", "--host", "127.0.0.1", "--port", str(self.http_port)]
         else:
-            argv = [sys.executable, "-m", "gunicorn", "medarchive.wsgi", "--bind", f"127.0.0.1:{self.http_port}", "-w", "2"]
-        self.process = processes.start(argv, log=self.folder / "web.log", env=self.environment(), cwd=REPO)
+            argv = [sys.executable, "-m", "gunicorn", "medarchive.wsgi", "--bind", f"127.0.0.1:{self.http_port}"]
+            argv += ["--workers", "2", "--threads", "2", "--access-logfile", "-", "--no-control-socket"]
+            if gunicorn_config is not None:
+                argv += ["--config", str(gunicorn_config)]
+        env = {**self.environment(), **(extra_env or {})}
+        self.process = processes.start(argv, log=self.folder / "web.log", env=env, cwd=REPO)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -130,6 +149,10 @@ class Medarchive:
     @property
     def stow_url(self) -> str:
         return f"{self.url}/dicomweb/studies"
+
+    @property
+    def dicomweb_url(self) -> str:
+        return f"{self.url}/dicomweb"
 
     def stop(self) -> None:
         if self.process is not None:
