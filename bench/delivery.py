@@ -12,6 +12,7 @@ to var/bench/results-delivery-<timestamp>.json and a markdown report on standard
 from __future__ import annotations
 
 import argparse
+import copy
 import io
 import json
 import os
@@ -278,31 +279,50 @@ def real_studies(loaded: Loaded) -> list[dict]:
     return list(found.values())
 
 
-def measure_searches(session: requests.Session, base: str, headers: dict, plan: list[tuple[str, int]], *, max_seconds: float) -> dict:
-    """GET {base}/studies?query for each query of the plan (at least 5, then until max_seconds), latency to the last byte."""
-    latencies, statuses, counts, sizes, mismatches = [], Counter(), [], [], []
-    started = time.perf_counter()
-    for query, expected in plan:
-        if len(latencies) >= 5 and time.perf_counter() - started > max_seconds:
-            break
+class Searches:
+    """Latencies of study searches and what they found, one query at a time."""
+
+    def __init__(self):
+        self.latencies: list[float] = []
+        self.statuses: Counter = Counter()
+        self.counts: list[int] = []
+        self.sizes: list[int] = []
+        self.mismatches: list[str] = []
+
+    def run(self, endpoint: tuple, query: str, expected: int) -> None:
+        """GET {base}/studies?query, timed to the last byte; the number of results is checked against expected."""
+        session, base, headers = endpoint
         t0 = time.perf_counter()
         response = session.get(f"{base}/studies?{query}", headers=headers, timeout=HTTP_TIMEOUT)
         body = response.content
-        latencies.append(time.perf_counter() - t0)
-        statuses[response.status_code] += 1
+        self.latencies.append(time.perf_counter() - t0)
+        self.statuses[response.status_code] += 1
         found = len(json.loads(body)) if response.status_code == 200 and body.strip() else 0
-        counts.append(found)
-        sizes.append(len(body))
+        self.counts.append(found)
+        self.sizes.append(len(body))
         if found != expected:
-            mismatches.append(f"{query}: {found} results, expected {expected} (HTTP {response.status_code})")
-    return {
-        **latency_summary(latencies),
-        "statuses": {str(k): v for k, v in statuses.items()},
-        "results_mean": round(statistics.mean(counts), 1),
-        "bytes_mean": round(statistics.mean(sizes)),
-        "mismatches": len(mismatches),
-        "first_mismatches": mismatches[:3],
-    }
+            self.mismatches.append(f"{query}: {found} results, expected {expected} (HTTP {response.status_code})")
+
+    def summary(self) -> dict:
+        return {
+            **latency_summary(self.latencies),
+            "statuses": {str(k): v for k, v in self.statuses.items()},
+            "results_mean": round(statistics.mean(self.counts), 1),
+            "bytes_mean": round(statistics.mean(self.sizes)),
+            "mismatches": len(self.mismatches),
+            "first_mismatches": self.mismatches[:3],
+        }
+
+
+def measure_searches(session: requests.Session, base: str, headers: dict, plan: list[tuple[str, int]], *, max_seconds: float) -> dict:
+    """GET {base}/studies?query for each query of the plan (at least 5, then until max_seconds), latency to the last byte."""
+    searches = Searches()
+    started = time.perf_counter()
+    for query, expected in plan:
+        if len(searches.latencies) >= 5 and time.perf_counter() - started > max_seconds:
+            break
+        searches.run((session, base, headers), query, expected)
+    return searches.summary()
 
 
 def latency_summary(seconds: list[float]) -> dict:
@@ -601,13 +621,16 @@ def _frame_name(frame: str) -> str:
     return f"{function} ({filename}:{line})"
 
 
-def profile_in_process(server: Medarchive, token: str, plan: dict, folder: Path, *, explain: bool = True) -> dict:
+def profile_in_process(
+    server: Medarchive, token: str, plan: dict, folder: Path, *, explain: bool = True, options: tuple = (), extra_env: dict | None = None
+) -> dict:
     """bench.profile_delivery in the server's environment (same database): stages, SQL, GC, EXPLAIN ANALYZE."""
     path = folder / f"profile-plan-{uuid.uuid4().hex[:8]}.json"
     path.write_text(json.dumps(plan))
-    args = ["--token", token, "--plan", str(path)] + ([] if explain else ["--no-explain"])
+    args = ["--token", token, "--plan", str(path), *options] + ([] if explain else ["--no-explain"])
     # The test client's requests name the host "testserver".
-    out = server.run_module("bench.profile_delivery", *args, extra_env={"ALLOWED_HOSTS": "127.0.0.1,localhost,testserver"})
+    env = {"ALLOWED_HOSTS": "127.0.0.1,localhost,testserver", **(extra_env or {})}
+    out = server.run_module("bench.profile_delivery", *args, extra_env=env)
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -623,10 +646,10 @@ PATIENT_ID_INDEX = "CREATE INDEX bench_patient_id ON images_patient (patient_id)
 DROP_INDEXES = ["DROP INDEX IF EXISTS bench_study_date_order", "DROP INDEX IF EXISTS bench_patient_id"]
 PREPARED = {"DJANGO_SETTINGS_MODULE": "bench.settings_prepared"}
 
-# (name, description, SQL to apply, web server options). Each is measured on the same queries as the baseline, with the
-# reader's token (receive role: own OR shared studies) and the sender's (register only: own studies), then undone.
+# (name, description, SQL to apply, web server options). Each change is measured against the server as shipped in
+# interleaved blocks (see run_experiments), with the reader's token (receive role: own OR shared studies) and the
+# sender's (register only: own studies).
 EXPERIMENTS = [
-    ("baseline", "as shipped", [], {}),
     (
         "index: study order",
         "an index matching the ORDER BY of every study search; the existing study_inst_date is (institution_id, study_date "
@@ -657,54 +680,78 @@ EXPERIMENTS = [
         {"gunicorn_config": None, "extra_env": PREPARED},
     ),
     (
-        "all of the above",
+        "all four",
         "both indexes, gc.freeze() and prepared statements together",
         [STUDY_ORDER_INDEX, PATIENT_ID_INDEX],
         {"gunicorn_config": GUNICORN_GC_FREEZE, "extra_env": PREPARED},
     ),
-    ("baseline again", "as shipped, measured again last: the spread between the two baselines is the noise", [], {}),
 ]
+BLOCK = 5  # queries per block; blocks alternate between the server as shipped and the change
 
 
 def run_experiments(server: Medarchive, db: Database, sessions: dict, plan: dict, warmup: dict, args, folder: Path) -> list[dict]:
-    """Each change measured against the baseline on the same queries (medarchive only), then undone."""
+    """Each change against the server as shipped, paired: the plan's queries in blocks of BLOCK, alternating A-B, B-A.
+
+    The machine is shared, so a load burst lands on both sides instead of on whichever ran later. An index is created
+    for the B blocks and dropped for the A blocks (the planner sees it at once; creating it takes milliseconds at this
+    size). A server change runs as a second web server on the same database, next to the unchanged one, both idle but
+    for these requests.
+    """
     results = []
     for name, description, statements, web in EXPERIMENTS:
-        for sql in statements:
-            db.execute(sql)
-        if statements:
-            db.execute("ANALYZE")
+        twin = None
         if web:
-            server.stop()
-            server.web(**web)
+            twin = copy.copy(server)
+            twin.http_port, twin.process = processes.free_port(), None
+            twin.web(**web)
         try:
-            found: dict = {}
+            found = {"as shipped": {}, "changed": {}}
             for who in ("reader", "sender"):
                 session, base, headers = sessions[who]
+                shipped = (session, base, headers)
+                changed = (requests.Session(), twin.dicomweb_url, headers) if twin else shipped
                 for kind in KINDS:
-                    for query, _ in warmup[kind]:
-                        session.get(f"{base}/studies?{query}", headers=headers, timeout=HTTP_TIMEOUT).content  # noqa: B018
-                    found.setdefault(who, {})[kind] = measure_searches(session, base, headers, plan[kind], max_seconds=args.qido_seconds)
+                    for endpoint in {id(shipped): shipped, id(changed): changed}.values():
+                        for query, _ in warmup[kind]:
+                            endpoint[0].get(f"{endpoint[1]}/studies?{query}", headers=headers, timeout=HTTP_TIMEOUT).content  # noqa: B018
+                    a, b = Searches(), Searches()
+                    for index in range(0, len(plan[kind]), BLOCK):
+                        block = plan[kind][index : index + BLOCK]
+                        for side in ("a", "b") if (index // BLOCK) % 2 == 0 else ("b", "a"):
+                            for sql in statements if side == "b" else []:
+                                db.execute(sql)
+                            try:
+                                for query, expected in block:
+                                    (a if side == "a" else b).run(shipped if side == "a" else changed, query, expected)
+                            finally:
+                                for sql in DROP_INDEXES if statements and side == "b" else []:
+                                    db.execute(sql)
+                    found["as shipped"].setdefault(who, {})[kind] = a.summary()
+                    found["changed"].setdefault(who, {})[kind] = b.summary()
             entry = {"experiment": name, "description": description, "sql": statements, "server": {k: str(v) for k, v in web.items()}}
             entry["results"] = found
             if statements and not web:
-                for who, token in (("reader", sessions["reader"][2]["Authorization"]), ("sender", server.token)):
-                    token = token.removeprefix("Bearer ")
-                    plans = profile_in_process(server, token, qido_profile_plan(plan, 2), folder).get("qido", {})
-                    entry[f"explain_{who}"] = {kind: r.get("explain", []) for kind, r in plans.items()}
+                for sql in statements:
+                    db.execute(sql)
+                try:
+                    for who, token in (("reader", sessions["reader"][2]["Authorization"]), ("sender", server.token)):
+                        token = token.removeprefix("Bearer ")
+                        plans = profile_in_process(server, token, qido_profile_plan(plan, 2), folder).get("qido", {})
+                        entry[f"explain_{who}"] = {kind: r.get("explain", []) for kind, r in plans.items()}
+                finally:
+                    for sql in DROP_INDEXES:
+                        db.execute(sql)
             results.append(entry)
             log(
-                f"    {name}: p50 ms "
-                + "; ".join(f"{who} " + ", ".join(f"{k} {r['p50_ms']}" for k, r in by.items()) for who, by in found.items())
+                f"    {name}: p50 ms as shipped -> changed: "
+                + "; ".join(
+                    f"{who} " + ", ".join(f"{k} {found['as shipped'][who][k]['p50_ms']:.0f}->{r['p50_ms']:.0f}" for k, r in by.items())
+                    for who, by in found["changed"].items()
+                )
             )
         finally:
-            for sql in DROP_INDEXES if statements else []:
-                db.execute(sql)
-            if statements:
-                db.execute("ANALYZE")
-            if web:
-                server.stop()
-                server.web()
+            if twin is not None:
+                twin.stop()
     return results
 
 
@@ -780,18 +827,21 @@ def markdown(results: dict) -> str:
     experiments = results.get("experiments", [])
     if experiments:
         lines.append(
-            f"\n### Changes tried at {levels[-1]['instances']:,} instances: medarchive p50 / p95 ms "
-            "(reader: receive role, own OR shared studies; sender: register only, own studies)\n"
+            f"\n### Changes tried at {levels[-1]['instances']:,} instances: medarchive p50 and p95 ms, as shipped -> changed, "
+            f"measured in interleaved blocks of {BLOCK} queries (reader: receive role, own OR shared studies; sender: register "
+            "only, own studies)\n"
         )
         lines.append("| change | " + " | ".join(f"{who} {kind}" for who in ("reader", "sender") for kind in KINDS) + " |")
         lines.append("| --- | " + " | ".join("---:" for _ in range(2 * len(KINDS))) + " |")
         for e in experiments:
-            cells = []
-            for who in ("reader", "sender"):
-                for kind in KINDS:
-                    r = e["results"].get(who, {}).get(kind)
-                    cells.append(f"{_num(r['p50_ms'], 0)} / {_num(r['p95_ms'], 0)}" if r else "—")
-            lines.append(f"| {e['experiment']} | " + " | ".join(cells) + " |")
+            for stat in ("p50_ms", "p95_ms"):
+                cells = []
+                for who in ("reader", "sender"):
+                    for kind in KINDS:
+                        a = e["results"]["as shipped"].get(who, {}).get(kind)
+                        b = e["results"]["changed"].get(who, {}).get(kind)
+                        cells.append(f"{a[stat]:.0f} -> {b[stat]:.0f}" if a and b else "—")
+                lines.append(f"| {e['experiment']} ({stat[:3]}) | " + " | ".join(cells) + " |")
     profiles = results.get("profiles", {})
     columns = [(f"QIDO {kind}", (profiles.get("qido_in_process") or {}).get(kind)) for kind in KINDS]
     columns += [("WADO-RS study, to first byte", profiles.get("wado_in_process")), ("rendered", profiles.get("rendered_in_process"))]
@@ -958,8 +1008,15 @@ def main(argv: list[str] | None = None) -> int:
                 if index == len(level_plans) - 1:
                     if not args.skip_profiles:
                         log("profiling QIDO-RS in-process (stages, SQL, GC, EXPLAIN ANALYZE) and under py-spy ...")
-                        results.setdefault("profiles", {})["qido_in_process"] = profile_in_process(
-                            server, reader_token, qido_profile_plan(plan, 15), folder
+                        profiles = results.setdefault("profiles", {})
+                        qido_plan = qido_profile_plan(plan, 20)
+                        profiles["qido_in_process"] = profile_in_process(server, reader_token, qido_plan, folder).get("qido")
+                        # The same requests with the two server-side changes that act on Python and on PostgreSQL's planning.
+                        profiles["qido_in_process_gc_frozen"] = profile_in_process(
+                            server, reader_token, qido_plan, folder, explain=False, options=("--gc-freeze",)
+                        ).get("qido")
+                        profiles["qido_in_process_prepared"] = profile_in_process(
+                            server, reader_token, qido_plan, folder, explain=False, extra_env=PREPARED
                         ).get("qido")
                         spy = PySpy(server.process.pid, folder / "py-spy-qido.txt")
                         search_all({"medarchive": sessions["medarchive"]}, plan, warmup, argparse.Namespace(qido_seconds=10))

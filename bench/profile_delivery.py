@@ -295,6 +295,9 @@ def main(argv: list[str] | None = None) -> int:
         "--plan", required=True, help="JSON file: {qido: {kind: [query]}, wado: [study UID], rendered: [[study, series, sop]]}"
     )
     parser.add_argument("--no-explain", action="store_true", help="leave out EXPLAIN ANALYZE")
+    parser.add_argument(
+        "--gc-freeze", action="store_true", help="gc.collect() and gc.freeze() after a first request, as a server could after start-up"
+    )
     args = parser.parse_args(argv)
     import django
 
@@ -304,7 +307,12 @@ def main(argv: list[str] | None = None) -> int:
     with open(args.plan) as f:
         plan = json.load(f)
     client = Client(HTTP_AUTHORIZATION=f"Bearer {args.token}")
-    out: dict = {}
+    if args.gc_freeze:
+        for query in list(plan.get("qido", {}).values())[:1]:
+            _get(client, f"/dicomweb/studies?{query[0]}", {"HTTP_ACCEPT": "application/dicom+json"})
+        gc.collect()
+        gc.freeze()
+    out: dict = {"gc_tracked_objects": len(gc.get_objects()), "gc_frozen_objects": gc.get_freeze_count()}
     for kind, queries in plan.get("qido", {}).items():
         paths = [f"/dicomweb/studies?{query}" for query in queries]
         result = timed_requests("qido", client, paths, {"HTTP_ACCEPT": "application/dicom+json"})
