@@ -712,7 +712,8 @@ def run_experiments(server: Medarchive, db: Database, sessions: dict, plan: dict
                 changed = (requests.Session(), twin.dicomweb_url, headers) if twin else shipped
                 for kind in KINDS:
                     for endpoint in {id(shipped): shipped, id(changed): changed}.values():
-                        for query, _ in warmup[kind]:
+                        # Enough requests for each of the 4 connections (2 workers x 2 threads) to run each statement 5 times.
+                        for query, _ in warmup[kind] * 12:
                             endpoint[0].get(f"{endpoint[1]}/studies?{query}", headers=headers, timeout=HTTP_TIMEOUT).content  # noqa: B018
                     a, b = Searches(), Searches()
                     for index in range(0, len(plan[kind]), BLOCK):
@@ -858,6 +859,23 @@ def markdown(results: dict) -> str:
         lines.append("| **total (mean)** | " + " | ".join(_num(p["wall_ms_mean"], 2) for _, p in columns) + " |")
         lines.append("| of which GC pauses | " + " | ".join(_num(p["gc_ms_mean"], 2) for _, p in columns) + " |")
         lines.append("| SQL statements | " + " | ".join(_num(p["statements"], 0) for _, p in columns) + " |")
+    variants = [
+        ("as shipped", profiles.get("qido_in_process")),
+        ("gc.freeze() after the first request", profiles.get("qido_in_process_gc_frozen")),
+        ("prepared statements (bench/settings_prepared.py)", profiles.get("qido_in_process_prepared")),
+    ]
+    variants = [(label, p) for label, p in variants if p]
+    if len(variants) > 1:
+        lines.append("\n### QIDO-RS in-process with the two server-side changes (ms per request: mean, GC pauses, SQL stage)\n")
+        lines.append("| variant | " + " | ".join(f"{kind}: mean / GC / SQL" for kind in KINDS) + " |")
+        lines.append("| --- | " + " | ".join("---:" for _ in KINDS) + " |")
+        for label, p in variants:
+            cells = []
+            for kind in KINDS:
+                r = p.get(kind)
+                sql = r and r["stages_ms_mean"].get("SQL: driver + PostgreSQL")
+                cells.append(f"{r['wall_ms_mean']:.1f} / {r['gc_ms_mean']:.1f} / {sql:.1f}" if r else "—")
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -9,4 +9,5 @@ prepares a statement after it has run prepare_threshold (5) times on a connectio
 from medarchive.settings import *  # noqa: F403
 from medarchive.settings import DATABASES
 
-DATABASES["default"].setdefault("OPTIONS", {})["server_side_binding"] = True
+# Django passes prepare_threshold=None (never prepare) unless it is set; psycopg's own default is 5.
+DATABASES["default"].setdefault("OPTIONS", {}).update(server_side_binding=True, prepare_threshold=5)
