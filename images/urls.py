@@ -1,11 +1,14 @@
-"""Portal pages of the archive: the studies list and uploads."""
+"""Portal pages of the archive: the worklist, the study page, downloads and uploads."""
 
 from django.urls import path
 
-from .views import studies, upload
+from .views import studies, study, upload
 
 urlpatterns = [
     path("studies/", studies.study_list, name="study-list"),
+    path("studies/<str:study_uid>/", study.study_detail, name="study-detail"),
+    path("studies/<str:study_uid>/download.zip", study.study_download, name="study-download"),
+    path("studies/<str:study_uid>/series/<str:series_uid>/download.zip", study.series_download, name="series-download"),
     path("upload/", upload.upload_page, name="upload"),
     path("upload/file/", upload.upload_file, name="upload-file"),
 ]
