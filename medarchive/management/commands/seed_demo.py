@@ -13,10 +13,17 @@ def subscribers_step(stdout, seeded: dict, options: dict) -> dict:
     return seed_subscribers(stdout, reset_passwords=options["reset_passwords"])
 
 
+def images_step(stdout, seeded: dict, options: dict) -> dict:
+    from images.demo import seed_images
+
+    return seed_images(stdout, seeded["subscribers"]["institutions"])
+
+
 # Run in order; each step gets what the earlier ones returned (seeded["subscribers"]["institutions"], ...)
 # and returns what it made. Apps add their demo steps (images, backup contracts, ...) here.
 STEPS = [
     ("subscribers", subscribers_step),
+    ("images", images_step),
 ]
 
 
@@ -24,7 +31,9 @@ class Command(OperatorCommand):
     help = f"""Fill this installation with demo data to try medarchive out.
 
 Creates two institutions (demo-general, demo-imaging), a login for every role in each,
-a provider-staff login ({PROVIDER_STAFF_USERNAME}) and a demo DICOM AE title per institution at 127.0.0.1.
+a provider-staff login ({PROVIDER_STAFF_USERNAME}) and a demo DICOM AE title per institution at 127.0.0.1,
+then demo studies (CT, MR, CR, DX, PET, US; pydicom's sample scanner files and synthesized series,
+a 48-slice CT among them), one of them shared by demo-imaging with demo-general.
 New users get generated passwords, printed once here in a table and stored nowhere.
 Safe to run again: what exists is kept, and existing users keep their passwords
 unless --reset-passwords is given.
