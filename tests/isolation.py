@@ -81,6 +81,24 @@ def build_images_world(world: OwnedWorld) -> None:
 # Later apps append their builders here (images: patients, studies, series, instances with UIDs; ...).
 OWNED_OBJECT_BUILDERS: list[Callable[[OwnedWorld], None]] = [build_subscribers_world, build_images_world]
 
+
+def build_share_world(world: OwnedWorld) -> None:
+    """A share of the world's study with a receiving institution: its id fills the study page's revoke URL."""
+    from images.models import Study
+    from images.sharing.services import share
+    from subscribers.access import Principal
+    from subscribers.models import Role
+    from tests.factories import InstitutionFactory
+
+    study = Study.objects.get(institution=world.institution, study_instance_uid__in=world.uids_by_level["study"])
+    owner = Principal(kind="operator", institution=world.institution, roles=frozenset({Role.ADMIN}))
+    receiver = InstitutionFactory(name="Zz Receiving Clinic", slug="zz-receiver")
+    given = share(principal=owner, study=study, with_institution=receiver)
+    world.ints.add(given.pk)
+
+
+OWNED_OBJECT_BUILDERS.append(build_share_world)
+
 _PARAM = re.compile(r"<(?:(?P<conv>[^>:]+):)?(?P<name>[^>]+)>")
 _REGEX_GROUP = re.compile(r"\(\?P<(?P<name>\w+)>[^)]*\)")
 
