@@ -228,6 +228,7 @@
   function finished() {
     const c = counts();
     retryButton.hidden = !c.error;
+    document.getElementById("upload-done").hidden = !(c.stored || c.already_stored);
     let text = "Upload finished: " + c.stored + " stored, " + c.already_stored + " already stored, " + c.refused + " refused";
     if (c.error) text += ", " + c.error + " not sent (use Retry failed transfers)";
     announce(text + ".");

@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 
 from django.shortcuts import render
-from django.urls import reverse
+from django.urls import resolve, reverse
 
 from .. import portal, selectors
 from ..access import Principal
@@ -48,9 +48,19 @@ def cards_for(principal: Principal) -> list[Card]:
     return cards
 
 
+# The worklist is the home page of receiving users. It is found by its URL name, as portal entries are, so
+# subscribers never imports the images app that serves it.
+WORKLIST_URL_NAME = "study-list"
+
+
 @member_required
 def home(request):
     principal = request.principal
+    if principal.institution is not None and principal.has_role(Role.RECEIVE):
+        # Served here rather than redirected: "/" stays the address to bookmark, and the worklist's own links go
+        # to its URL.
+        worklist = resolve(reverse(WORKLIST_URL_NAME))
+        return worklist.func(request, *worklist.args, **worklist.kwargs)
     context = {"cards": cards_for(principal)}
     if principal.is_provider_staff:
         context["institutions"] = selectors.institutions_visible_to(principal).order_by("name")
