@@ -5,3 +5,17 @@ class HardcopyConfig(AppConfig):
     """Print devices, film sheets and the DICOM Print SCU."""
 
     name = "hardcopy"
+
+    def ready(self):
+        from subscribers import portal
+        from subscribers.models import Role
+
+        portal.register(
+            portal.PortalEntry(
+                "Print jobs",
+                "Film sheets sent to printers or downloaded as PDF: their state, retry and cancel. Compose one from a study.",
+                "print-jobs",
+                Role.PRINT,
+                order=40,
+            )
+        )
