@@ -28,3 +28,21 @@ class ImagesConfig(AppConfig):
                 order=20,
             )
         )
+        portal.register(
+            portal.PortalEntry(
+                "Storage conditions",
+                "Retention, compression at rest, immutability, legal holds and backup copies; the data stored and each run.",
+                "storage-conditions",
+                Role.ADMIN,
+                order=60,
+            )
+        )
+        portal.register(
+            portal.PortalEntry(
+                "Data stored",
+                "Each institution's data-stored state from its latest storage-condition run.",
+                "storage-provider",
+                order=60,
+                provider_staff=True,
+            )
+        )

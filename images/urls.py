@@ -1,6 +1,6 @@
 """Portal pages of the archive: the worklist, the study page, downloads and uploads."""
 
-from django.urls import path
+from django.urls import include, path
 
 from .views import share, studies, study, upload
 
@@ -13,4 +13,5 @@ urlpatterns = [
     path("studies/<str:study_uid>/shares/<int:share_id>/revoke/", share.revoke_share, name="study-share-revoke"),
     path("upload/", upload.upload_page, name="upload"),
     path("upload/file/", upload.upload_file, name="upload-file"),
+    path("storage/", include("images.storage_conditions.urls")),
 ]

@@ -337,6 +337,12 @@ def _index(
                 "conditions": instance_conditions,
                 "metadata": metadata,
                 "source": source,
+                # As received: a replaced ("keep newest") instance forgets its predecessor's compression at rest.
+                "original_transfer_syntax_uid": "",
+                "original_size_bytes": None,
+                "original_sha256": "",
+                "compressed_at": None,
+                "compression_skipped_syntax": "",
             },
         )
     if cache is not None and result.status == "stored":
