@@ -7,8 +7,11 @@ class HardcopyConfig(AppConfig):
     name = "hardcopy"
 
     def ready(self):
+        from images import study_actions
         from subscribers import portal
         from subscribers.models import Role
+
+        study_actions.register(study_actions.StudyAction("Print film sheet…", "print-compose", Role.PRINT, order=20))
 
         portal.register(
             portal.PortalEntry(

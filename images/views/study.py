@@ -18,7 +18,7 @@ from subscribers.decorators import member_required
 from subscribers.models import Role
 from subscribers.selectors import audit_events_visible_to
 
-from .. import conditions, selectors, zipdownload
+from .. import conditions, selectors, study_actions, zipdownload
 from ..models import Study
 from ..viewer import study_viewer_url
 from . import share as share_views
@@ -87,6 +87,7 @@ def render_study_page(request, study: Study, *, share_form=None, status: int = 2
         "series_rows": _series_rows(principal, study),
         "viewer_url": study_viewer_url(uid),
         "download_url": reverse("study-download", kwargs={"study_uid": uid}),
+        "study_actions": study_actions.actions_for(principal, study),
         "shares": shares,
         "can_share": can_share,
         "share_form": share_form if share_form is not None else (share_views.ShareForm(owner=study.institution) if can_share else None),

@@ -3,6 +3,7 @@
 import io
 
 import pytest
+from django.urls import reverse
 from PIL import Image
 
 from hardcopy import services
@@ -103,3 +104,28 @@ def test_job_list_query_count_does_not_grow_with_jobs(client_a, ct_series, princ
     with django_assert_max_num_queries(12):
         response = client_a.get("/hardcopy/jobs/")
     assert response.status_code == 200 and response.content.count(b"film-room") == 5
+
+
+def test_the_study_page_offers_printing_to_print_members_of_the_owner_only(client, inst_a, inst_b):
+    from images.ingest.bulk import operator_for
+    from images.ingest.service import ingest_instance
+    from images.models import Study
+    from images.sharing.services import share
+    from subscribers.access import Principal
+    from subscribers.models import Role
+    from tests.conftest import login
+    from tests.dicom_files import synth_bytes
+    from tests.factories import member
+
+    ingest_instance(principal=operator_for(inst_a), data=synth_bytes("CT"), source="import")
+    study = Study.objects.get(institution=inst_a)
+    share(principal=Principal(kind="operator", institution=inst_a, roles=frozenset({Role.ADMIN})), study=study, with_institution=inst_b)
+    url = reverse("study-detail", args=[study.study_instance_uid])
+    compose = reverse("print-compose", args=[study.study_instance_uid])
+
+    login(client, member(inst_a, "printing_a", ["receive", "print"]).user)
+    assert f'href="{compose}"' in client.get(url).content.decode()
+    login(client, member(inst_a, "reading_a", ["receive"]).user)
+    assert compose not in client.get(url).content.decode()
+    login(client, member(inst_b, "printing_b", ["receive", "print"]).user)
+    assert compose not in client.get(url).content.decode()  # a shared study is not printed by the receiver
