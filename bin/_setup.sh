@@ -5,6 +5,10 @@
 PYTHON=${PYTHON:-python3}
 VENV=.venv
 
+# Debian packages the running service needs (bin/run installs them; bin/test too, since the tests run the service's code).
+# libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0: WeasyPrint (invoice PDFs); fonts-dejavu-core: a font for them.
+RUNTIME_DEBIAN_PACKAGES=(libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core)
+
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
@@ -50,12 +54,15 @@ ensure_venv() {
 ensure_requirements() {
     local stamp=$1 requirements=$2 hash
     shift
-    hash=$(cat "$@" | sha256sum | cut -d' ' -f1)
+    # pyproject.toml too: it declares the processing plugins' entry points, installed below with the requirements.
+    hash=$(cat "$@" pyproject.toml | sha256sum | cut -d' ' -f1)
     if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$hash" ]; then
         return 0
     fi
     say "installing $requirements into $VENV"
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements"
+    # Our own metadata (entry points of the built-in processing types), editable: no code is copied.
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps -e .
     mkdir -p "$(dirname "$stamp")"
     printf '%s\n' "$hash" > "$stamp"
 }

@@ -13,5 +13,6 @@ def principal(request):
         "principal": p,
         "switchable_memberships": lambda: list(active_memberships(p.user)),
         "portal_entries": lambda: portal.entries_for(p),
+        "provider_entries": lambda: portal.provider_entries_for(p),
         "unread_notifications": lambda: Notification.objects.filter(user=p.user, read_at__isnull=True).count(),
     }

@@ -34,6 +34,9 @@ class WorkerProcess:
     process: subprocess.Popen
     log_path: Path
     queue: str
+    # The worker's archive and backup folders (ARCHIVE_ROOT, BACKUP_ROOT): a test whose files the worker must read
+    # points its own storages here (the per-test folders of conftest are not the worker's).
+    storage_root: Path | None = None
 
     def log_tail(self, lines: int = 40) -> str:
         return tail(self.log_path, lines)
@@ -104,6 +107,9 @@ def worker_environment(broker_dir: Path | None) -> dict:
         PYTHONPATH=os.pathsep.join(filter(None, [str(settings.BASE_DIR), env.get("PYTHONPATH")])),
         PYTHONUNBUFFERED="1",
     )
+    # CELERY_QUEUE already carries the pytest-xdist suffix: without this, tests.settings would add it a second time
+    # in the child, and tasks the worker itself sends (on_commit follow-ups) would go to a queue nobody consumes.
+    env.pop("PYTEST_XDIST_WORKER", None)
     if settings.REDIS_URL:
         env["REDIS_URL"] = settings.REDIS_URL
     else:
@@ -182,7 +188,9 @@ def celery_worker_process(django_db_setup, django_db_blocker, celery_broker_dir,
     argv = [sys.executable, "-m", "celery", "-A", "medarchive", "worker", "--pool=solo", "--concurrency=1", "-Q", queue]
     argv += ["--without-heartbeat", "--without-gossip", "--without-mingle", "-l", "WARNING"]
     log_path = tmp_path_factory.mktemp("celery-worker") / "worker.log"
+    storage_root = tmp_path_factory.mktemp("celery-worker-storage")
     env = worker_environment(celery_broker_dir)
+    env.update(ARCHIVE_ROOT=str(storage_root / "archive"), BACKUP_ROOT=str(storage_root / "backup"))
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             argv,
@@ -193,7 +201,7 @@ def celery_worker_process(django_db_setup, django_db_blocker, celery_broker_dir,
             start_new_session=True,
             preexec_fn=die_with_parent,
         )
-    worker = WorkerProcess(process=process, log_path=log_path, queue=queue)
+    worker = WorkerProcess(process=process, log_path=log_path, queue=queue, storage_root=storage_root)
     try:
         with django_db_blocker.unblock():
             _wait_until_ready(worker)

@@ -1,4 +1,4 @@
-"""manage.py seed_demo's images step: demo studies a new user can find, open and share; safe to run again."""
+"""manage.py seed_demo beyond the subscribers: demo studies to find, open and share, and accepted backup contracts; safe to run again."""
 
 import io
 
@@ -31,6 +31,18 @@ def test_demo_studies_are_ingested_with_their_conditions_and_one_is_shared(db, s
     shared = [s for s in visible if s.is_shared]
     assert [s.study_description for s in shared] == ["PET/CT whole body"]
     assert AuditEvent.objects.filter(action__startswith="share").exists()
+
+    from backup.models import Contract
+
+    assert sorted(Contract.objects.filter(status="accepted").values_list("mode", flat=True)) == ["all_at_time", "per_examination"]
+    from billing.tariffs import current_terms
+
+    for contract in Contract.objects.all():  # proposed from the demo tariffs
+        tariff = current_terms(contract.mode)
+        assert (contract.accounting_points, contract.rate, contract.currency) == (tariff.accounting_points, tariff.rate, tariff.currency)
+    from software.models import Licence
+
+    assert Licence.objects.filter(institution__slug="demo-general").exists()
 
     counts = (Study.objects.count(), Instance.objects.count(), Share.objects.count())
     assert "images)" not in seed()

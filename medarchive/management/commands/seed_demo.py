@@ -19,11 +19,33 @@ def images_step(stdout, seeded: dict, options: dict) -> dict:
     return seed_images(stdout, seeded["subscribers"]["institutions"])
 
 
+def billing_step(stdout, seeded: dict, options: dict) -> dict:
+    from billing.demo import seed_billing
+
+    return seed_billing(stdout, seeded["subscribers"]["institutions"])
+
+
+def software_step(stdout, seeded: dict, options: dict) -> dict:
+    from software.demo import seed_software
+
+    return seed_software(stdout, seeded["subscribers"]["institutions"])
+
+
+def backup_step(stdout, seeded: dict, options: dict) -> dict:
+    from backup.demo import seed_contracts
+
+    subscribers = seeded["subscribers"]
+    return {"contracts": seed_contracts(stdout, subscribers["institutions"], subscribers["provider_staff"])}
+
+
 # Run in order; each step gets what the earlier ones returned (seeded["subscribers"]["institutions"], ...)
 # and returns what it made. Apps add their demo steps (images, backup contracts, ...) here.
 STEPS = [
     ("subscribers", subscribers_step),
     ("images", images_step),
+    ("billing tariffs", billing_step),  # before the contracts: their proposals start from the tariffs
+    ("backup", backup_step),
+    ("software", software_step),
 ]
 
 
@@ -33,7 +55,9 @@ class Command(OperatorCommand):
 Creates two institutions (demo-general, demo-imaging), a login for every role in each,
 a provider-staff login ({PROVIDER_STAFF_USERNAME}) and a demo DICOM AE title per institution at 127.0.0.1,
 then demo studies (CT, MR, CR, DX, PET, US; pydicom's sample scanner files and synthesized series,
-a 48-slice CT among them), one of them shared by demo-imaging with demo-general.
+a 48-slice CT among them), one of them shared by demo-imaging with demo-general, and an accepted
+backup contract per institution (proposed from the demo tariffs), and licences for the built-in
+processing software.
 New users get generated passwords, printed once here in a table and stored nowhere.
 Safe to run again: what exists is kept, and existing users keep their passwords
 unless --reset-passwords is given.

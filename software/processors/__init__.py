@@ -1,0 +1,1 @@
+"""Processing types (plugins on the entry-point group medarchive.processors) and the built-in ones."""
