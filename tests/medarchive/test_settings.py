@@ -41,6 +41,7 @@ print(json.dumps({
 def environment(tmp_path):
     """A process environment with none of this test session's settings variables, and a var/ of its own."""
     env = {key: value for key, value in os.environ.items() if key not in SETTINGS_VARIABLES}
+    env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)  # set for the browser tests in this process; no deployment sets it
     env["MEDARCHIVE_VAR_DIR"] = str(tmp_path)
     return env
 
