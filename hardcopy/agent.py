@@ -5,22 +5,25 @@ and puts the PDF into its hot folder or pipes it to `lp -d QUEUE`, reporting pro
 from __future__ import annotations
 
 import io
-import json
 import logging
 import os
 import subprocess
 import tempfile
-import urllib.error
+import threading
 import urllib.parse
-import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import requests
 from PIL import Image
 
 from .sheet import Tile, compose_pdf
 
 log = logging.getLogger(__name__)
+
+# Images fetched at once: the server renders them in parallel (gunicorn workers and threads) while the agent waits.
+FETCH_THREADS = 4
 
 
 class ServerRefused(Exception):
@@ -40,7 +43,16 @@ class AgentResult:
 
 
 class PrintAgent:
-    def __init__(self, *, server: str, token: str, hot_folder: str | None = None, cups_queue: str | None = None, timeout: float = 60):
+    def __init__(
+        self,
+        *,
+        server: str,
+        token: str,
+        hot_folder: str | None = None,
+        cups_queue: str | None = None,
+        timeout: float = 60,
+        fetch_threads: int = FETCH_THREADS,
+    ):
         if bool(hot_folder) == bool(cups_queue):
             raise ValueError("Give a hot folder or a CUPS queue.")
         if urllib.parse.urlsplit(server).scheme not in ("http", "https"):
@@ -50,29 +62,53 @@ class PrintAgent:
         self.hot_folder = Path(hot_folder) if hot_folder else None
         self.cups_queue = cups_queue
         self.timeout = timeout
+        self._fetchers = ThreadPoolExecutor(max_workers=max(1, fetch_threads), thread_name_prefix="print-agent-fetch")
+        # One session (and its kept-alive connections) per thread: requests does not promise a session is thread-safe.
+        self._local = threading.local()
+        self._sessions: list[requests.Session] = []
+        self._sessions_lock = threading.Lock()
+
+    def close(self) -> None:
+        self._fetchers.shutdown(wait=True)
+        with self._sessions_lock:
+            for session in self._sessions:
+                session.close()
+            self._sessions.clear()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
     # --- HTTP -----------------------------------------------------------------------------------------------------
 
-    def _request(self, path: str, *, data: dict | None = None) -> tuple[bytes, str]:
-        request = urllib.request.Request(  # noqa: S310 (the scheme is checked in __init__: http or https only)
-            self.server + path,
-            data=json.dumps(data).encode() if data is not None else None,
-            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json", "Accept": "*/*"},
-            method="POST" if data is not None else "GET",
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310 (see above)
-                return response.read(), response.headers.get("Content-Type", "")
-        except urllib.error.HTTPError as error:
-            body = error.read().decode("utf-8", "replace")
+    def _session(self) -> requests.Session:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            session.headers.update({"Authorization": f"Bearer {self.token}", "Accept": "*/*"})
+            self._local.session = session
+            with self._sessions_lock:
+                self._sessions.append(session)
+        return session
+
+    def _request(self, path: str, *, data: dict | None = None) -> requests.Response:
+        """The server's answer; ServerRefused for an error status, requests' errors (OSError) when it cannot be reached."""
+        if data is None:
+            response = self._session().get(self.server + path, timeout=self.timeout)
+        else:
+            response = self._session().post(self.server + path, json=data, timeout=self.timeout)
+        if response.status_code >= 400:
             try:
-                message = json.loads(body).get("error", body)
+                message = response.json().get("error", response.text)
             except ValueError:
-                message = body[:200]
-            raise ServerRefused(error.code, message) from None
+                message = response.text[:200]
+            raise ServerRefused(response.status_code, message)
+        return response
 
     def _json(self, path: str, data: dict | None = None) -> dict:
-        return json.loads(self._request(path, data=data)[0])
+        return self._request(path, data=data).json()
 
     def open_jobs(self) -> list[dict]:
         return self._json("/api/v1/print/jobs")["jobs"]
@@ -81,17 +117,23 @@ class PrintAgent:
         self._json(f"/api/v1/print/jobs/{job_id}/state", {"state": state, "reason": reason})
 
     def fetch_tile(self, job_id: int, tile: dict) -> Tile:
+        """One image of the job, already at the size the sheet places it: kept as the PNG the server sent."""
         uid = urllib.parse.quote(tile["sop_instance_uid"], safe="")
-        data, _ = self._request(f"/api/v1/print/jobs/{job_id}/instances/{uid}/frames/{int(tile['frame'])}/rendered")
+        data = self._request(f"/api/v1/print/jobs/{job_id}/instances/{uid}/frames/{int(tile['frame'])}/rendered").content
         image = Image.open(io.BytesIO(data))
-        image.load()
-        return Tile(image=image, annotations=tile.get("annotations") or {})
+        try:
+            image.verify()  # a whole, well-formed PNG (checksums of every chunk) before it goes on film
+        except Exception as error:  # like a broken connection: the job stays open and is fetched again next round
+            raise OSError(f"The image {tile['sop_instance_uid']} frame {tile['frame']} arrived damaged: {error}") from None
+        # verify() leaves the image unusable; this one reads the header only until its pixels are needed.
+        return Tile(image=Image.open(io.BytesIO(data)), annotations=tile.get("annotations") or {}, png=data)
 
     # --- One job --------------------------------------------------------------------------------------------------
 
     def fetch_job(self, job_id: int) -> tuple[dict, list[Tile]]:
+        """The job and its images, several fetched at once, in the job's order."""
         job = self._json(f"/api/v1/print/jobs/{job_id}")
-        return job, [self.fetch_tile(job_id, tile) for tile in job["tiles"]]
+        return job, list(self._fetchers.map(lambda tile: self.fetch_tile(job_id, tile), job["tiles"]))
 
     def output(self, job: dict, pdf: bytes) -> str:
         copies = int(job["format"].get("copies") or 1)

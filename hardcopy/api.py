@@ -64,20 +64,20 @@ class DeviceJobApi(APIView):
         for tile in job.tiles:
             instance = instances.get(tile["sop_instance_uid"])
             if instance is not None:
-                # The rendered width is needed for the ruler; rendering keeps columns unless pixels are not square.
-                notes[(tile["sop_instance_uid"], tile["frame"])] = tiles.annotations(instance, tile["frame"], instance.columns)
+                notes[(tile["sop_instance_uid"], tile["frame"])] = tiles.annotations(instance, tile["frame"])
         return Response(job_json(job, annotations=notes))
 
 
 class DeviceTileRenderedApi(APIView):
-    """GET: one image of an open job of this device, after the job's VOI, as lossless 8-bit PNG at its own size."""
+    """GET: one image of an open job of this device, after the job's VOI, as lossless 8-bit PNG at the size the job's
+    sheet places it at the printer's resolution (the agent resamples nothing)."""
 
     permission_classes = [IsDevice]
 
     def get(self, request, job_id: int, sop_instance_uid: str, frame: int):
         job, instance = selectors.instance_for_device(request.auth, job_id, sop_instance_uid, frame)
         try:
-            image = rendering.render_image(instance, frame, window=tiles.window_of(job.format))
+            data = tiles.print_png(instance, frame, job.format)
         except rendering.RenderingError as error:
             return Response({"error": error.reason, "code": error.code}, status=422)
         audit.record(
@@ -90,7 +90,7 @@ class DeviceTileRenderedApi(APIView):
             job=job.pk,
             frame=frame,
         )
-        response = HttpResponse(rendering.encode(image, fmt=rendering.PNG), content_type="image/png")
+        response = HttpResponse(data, content_type="image/png")
         response["Cache-Control"] = "no-store"
         return response
 

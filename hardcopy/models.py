@@ -170,6 +170,10 @@ class PrintJob(models.Model):
     def layout(self) -> str:
         return f"{self.format['rows']}x{self.format['columns']}"
 
+    @property
+    def film_size_label(self) -> str:
+        return films.FILM_SIZES.get(self.format.get("film_size"), (self.format.get("film_size", ""),))[0]
+
 
 class PrintJobEvent(models.Model):
     """What happened to a job, in order: state changes, the printer's status and N-EVENT-REPORTs."""

@@ -53,12 +53,11 @@ def open_jobs_for_device(principal: Principal) -> QuerySet[PrintJob]:
     return jobs_visible_to(principal).filter(state__in=PrintJob.OPEN_STATES).order_by("created_at", "pk")
 
 
-def job_instances(job: PrintJob) -> dict[str, Instance]:
-    """The instances a job names, by SOP Instance UID, from the job's own institution only."""
-    uids = {tile["sop_instance_uid"] for tile in job.tiles}
-    found = Instance.objects.filter(institution_id=job.institution_id, sop_instance_uid__in=uids).select_related(
-        "series", "study__patient", "institution"
-    )
+def job_instances(job: PrintJob, uids: set[str] | None = None) -> dict[str, Instance]:
+    """The instances a job names (or those of uids it names), by SOP Instance UID, from the job's own institution only."""
+    named = {tile["sop_instance_uid"] for tile in job.tiles}
+    found = Instance.objects.filter(institution_id=job.institution_id, sop_instance_uid__in=named & uids if uids else named)
+    found = found.select_related("series", "study__patient", "institution")
     return {instance.sop_instance_uid: instance for instance in found}
 
 
@@ -67,7 +66,7 @@ def instance_for_device(principal: Principal, job_id, sop_instance_uid: str, fra
     job = open_jobs_for_device(principal).filter(pk=job_id).first() if str(job_id).isdigit() else None
     if job is None or {"sop_instance_uid": sop_instance_uid, "frame": frame} not in job.tiles:
         raise NotVisible()
-    instance = job_instances(job).get(sop_instance_uid)
+    instance = job_instances(job, {sop_instance_uid}).get(sop_instance_uid)
     if instance is None:
         raise NotVisible()
     return job, instance

@@ -8,11 +8,13 @@ annotations and imaging conditions are text in the PDF.
 from __future__ import annotations
 
 import io
+import struct
 from dataclasses import dataclass, field
 
 from django.template.loader import render_to_string
 from PIL import Image, ImageDraw
 from weasyprint import HTML
+from weasyprint.images import RasterImage
 from weasyprint.urls import URLFetcher, URLFetcherResponse
 
 from . import films
@@ -27,14 +29,21 @@ RESAMPLING = {
     "CUBIC": Image.Resampling.BICUBIC,
 }
 RULER_MM = (10, 20, 50, 100, 200, 500)
+# PNG is lossless at every level; 1 is the fastest to write, and its rows go into the PDF as they are (see _PlacedPng).
+PNG_COMPRESS_LEVEL = 1
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 @dataclass
 class Tile:
-    """One image on the sheet, rendered after the VOI (8-bit, mode L or RGB), and its annotations (plain JSON)."""
+    """One image on the sheet, rendered after the VOI (8-bit, mode L or RGB), and its annotations (plain JSON).
+
+    png holds the image's PNG bytes when it arrived encoded (the print agent's tiles, already at the printer's
+    resolution): placed in the PDF as they are, without decoding or encoding them again."""
 
     image: Image.Image
     annotations: dict = field(default_factory=dict)
+    png: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -86,12 +95,16 @@ def fitted(image: Image.Image, box: Box, dpi: int, magnification: str = "CUBIC")
     return image, Box(box.x + (box.width - width) / 2, box.y + (box.height - height) / 2, width, height)
 
 
-def ruler(annotations: dict, image_width_px: int, shown_width_in: float) -> dict | None:
-    """A bar of a round length in the patient (from PixelSpacing), scaled to the film."""
-    spacing = annotations.get("pixel_spacing_mm")
-    if not spacing or not image_width_px:
+def print_size(image: Image.Image, fmt: dict) -> Image.Image:
+    """The image resampled as the sheet of fmt places it: every tile of a layout has the same image area."""
+    return fitted(image, geometry(fmt).images[0], int(fmt.get("dpi") or 300), fmt.get("magnification_type", "CUBIC"))[0]
+
+
+def ruler(annotations: dict, shown_width_in: float) -> dict | None:
+    """A bar of a round length in the patient (the image's width in mm, from PixelSpacing), scaled to the film."""
+    field_mm = annotations.get("field_width_mm")
+    if not field_mm:
         return None
-    field_mm = spacing * image_width_px
     fitting = [mm for mm in RULER_MM if mm <= 0.4 * field_mm]
     if not fitting:
         return None
@@ -113,11 +126,44 @@ class _TileFetcher(URLFetcher):
         raise ValueError(f"The sheet refers to {url!r}, which is not one of its images.")
 
 
-def _png(image: Image.Image) -> bytes:
+def png(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
-    # Lossless whatever the level; 1 is the fastest to write.
-    image.save(buffer, "PNG", compress_level=1)
+    image.save(buffer, "PNG", compress_level=PNG_COMPRESS_LEVEL)
     return buffer.getvalue()
+
+
+def _png_rows(data: bytes) -> bytes | None:
+    """The compressed rows (IDAT) of an 8-bit grayscale or RGB, non-interlaced PNG without transparency; None for any
+    other PNG. PDF 32000-1 7.4.4.4: a FlateDecode stream with a PNG predictor holds exactly these bytes."""
+    if not data.startswith(PNG_SIGNATURE) or data[12:16] != b"IHDR":
+        return None
+    _, _, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", data[16:29])
+    if depth != 8 or colour not in (0, 2) or interlace:  # 0: grayscale, 2: RGB
+        return None
+    rows, at = [], 8
+    while at + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[at : at + 8])
+        if kind == b"tRNS" or at + 12 + length > len(data):  # transparency, or a chunk cut short
+            return None
+        if kind == b"IDAT":
+            rows.append(data[at + 8 : at + 8 + length])
+        at += 12 + length  # length, type, data, CRC
+    return b"".join(rows) or None
+
+
+class _PlacedPng(RasterImage):
+    """A PNG that WeasyPrint places as it is. WeasyPrint would decode every PNG and compress its rows again at zlib's
+    default level, which took most of the time of a 300 dpi sheet; the PNG's own compressed rows serve unchanged.
+
+    Built on WeasyPrint's RasterImage as pinned in requirements.txt (70.0). test_sheet.py checks the embedded pixels;
+    a later WeasyPrint that stops asking _get_png_data for the rows keeps sheets right, only slower (bench.hardcopy)."""
+
+    def __init__(self, data: bytes, rows: bytes, image_id: str):
+        super().__init__(Image.open(io.BytesIO(data)), image_id, data, orientation="none")
+        self._rows = rows
+
+    def _get_png_data(self, pillow_image):  # WeasyPrint calls it for the image stream of an 8-bit L or RGB image
+        return self._rows
 
 
 def compose_pdf(fmt: dict, tiles: list[Tile | None]) -> bytes:
@@ -127,13 +173,18 @@ def compose_pdf(fmt: dict, tiles: list[Tile | None]) -> bytes:
         raise ValueError(f"{len(tiles)} images do not fit a {fmt['rows']}x{fmt['columns']} sheet of {len(shape.cells)} tiles.")
     dpi = int(fmt.get("dpi") or 300)
     images: dict[str, bytes] = {}
+    # WeasyPrint looks each image up in its cache by URL before it fetches one.
+    cache: dict[str, RasterImage] = {}
     placed = []
     for index, tile in enumerate(tiles):
         if tile is None:
             continue
         image, box = fitted(tile.image, shape.images[index], dpi, fmt.get("magnification_type", "CUBIC"))
         url = f"{TILE_SCHEME}{index}"
-        images[url] = _png(image)
+        images[url] = tile.png if tile.png and image is tile.image else png(image)
+        rows = _png_rows(images[url])
+        if rows is not None:
+            cache[url] = _PlacedPng(images[url], rows, image_id=f"tile{index}")
         placed.append(
             {"url": url, "box": box, "lines": _lines(fmt, shape, index, tile, box), "markers": _markers(fmt, tile, box, shape.font_pt)}
         )
@@ -149,7 +200,7 @@ def compose_pdf(fmt: dict, tiles: list[Tile | None]) -> bytes:
             "line_in": shape.font_pt * 1.3 / 72,
         },
     )
-    return HTML(string=html, url_fetcher=_TileFetcher(images), base_url="medarchive-tile:/").write_pdf()
+    return HTML(string=html, url_fetcher=_TileFetcher(images), base_url="medarchive-tile:/").write_pdf(cache=cache)
 
 
 def _lines(fmt: dict, shape: Geometry, index: int, tile: Tile, box: Box) -> list[dict]:
@@ -172,7 +223,7 @@ def _lines(fmt: dict, shape: Geometry, index: int, tile: Tile, box: Box) -> list
         conditions = " · ".join(f"{c['label']} {c['display']}".strip() for c in notes.get("conditions", []))
         bottom.append({"text": conditions, "lines": 2})
     if fmt.get("show_ruler", True):
-        bottom.append({"ruler": ruler(notes, tile.image.width, box.width)})
+        bottom.append({"ruler": ruler(notes, box.width)})
     y = cell.y
     for item in top:
         item.update(x=cell.x, y=y, width=cell.width, height=line)
@@ -214,4 +265,4 @@ def compose_preview(fmt: dict, tiles: list[Tile | None], dpi: int = 30) -> bytes
             continue
         image, box = fitted(tile.image.convert("L"), shape.images[index], dpi)
         sheet.paste(image, (round(box.x * dpi), round(box.y * dpi)))
-    return _png(sheet)
+    return png(sheet)

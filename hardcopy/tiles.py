@@ -9,6 +9,7 @@ from images import rendering
 from images.models import Instance
 from images.templatetags.dicom import readable_person_name
 
+from . import sheet
 from .sheet import Tile
 
 # Shown elsewhere on the tile (institution, ruler) or not imaging conditions of the acquisition.
@@ -84,15 +85,16 @@ def _date(value) -> str:
     return value.isoformat() if value else ""
 
 
-def annotations(instance: Instance, frame: int, image_width: int) -> dict:
+def annotations(instance: Instance, frame: int) -> dict:
     """What a tile shows besides its pixels (plain JSON, so the device side gets the same)."""
     series, study = instance.series, instance.study
     patient = study.patient
     spacing = _values(instance, "00280030") or _values(instance, "00181164")
-    pixel_spacing = None
-    if len(spacing) == 2 and instance.columns and image_width:
-        # Rendering makes pixels square; the image's width in the patient is columns times the column spacing.
-        pixel_spacing = float(spacing[1]) * instance.columns / image_width
+    field_width = None
+    if len(spacing) == 2 and instance.columns:
+        # PS3.3 10.7.1.3: the second value is the spacing of adjacent columns. The image's width in the patient holds
+        # at any resolution it is rendered or printed at.
+        field_width = float(spacing[1]) * instance.columns
     return {
         "sop_instance_uid": instance.sop_instance_uid,
         "frame": frame,
@@ -108,7 +110,7 @@ def annotations(instance: Instance, frame: int, image_width: int) -> dict:
         "instance_number": instance.instance_number,
         "modality": series.modality,
         "markers": orientation_markers(instance),
-        "pixel_spacing_mm": pixel_spacing,
+        "field_width_mm": field_width,
         "conditions": [
             {"label": SHORT_LABELS.get(row["keyword"], row["label"]), "display": row["display"]}
             for row in imaging_conditions.describe(series.conditions, series.modality)
@@ -120,4 +122,11 @@ def annotations(instance: Instance, frame: int, image_width: int) -> dict:
 def render_tile(instance: Instance, frame: int, fmt: dict) -> Tile:
     """The frame after the VOI (the format's window or the image's own), at its own resolution, with its annotations."""
     image = rendering.render_image(instance, frame, window=window_of(fmt))
-    return Tile(image=image, annotations=annotations(instance, frame, image.width))
+    return Tile(image=image, annotations=annotations(instance, frame))
+
+
+def print_png(instance: Instance, frame: int, fmt: dict) -> bytes:
+    """The frame as a sheet of fmt places it, for the print agent: after the VOI, resampled to the printer's resolution
+    for the layout's tile size, lossless PNG. The agent puts these bytes into the PDF as they are."""
+    image = rendering.render_image(instance, frame, window=window_of(fmt))
+    return sheet.png(sheet.print_size(image, fmt))

@@ -44,6 +44,14 @@ def pdf_images(path) -> list[dict]:
     return [dict(zip(header, line.split(), strict=False)) for line in out[2:]]
 
 
+def pdf_image_arrays(path, tmp_path) -> list[np.ndarray]:
+    """The pixels of each embedded image as stored in the PDF (`pdfimages -png`), in page order."""
+    out = tmp_path / f"{path.stem}-images"
+    out.mkdir()
+    subprocess.run(["pdfimages", "-png", str(path), str(out / "img")], check=True)
+    return [np.asarray(Image.open(png)) for png in sorted(out.glob("img-*.png"))]
+
+
 def windowed(instance, center: float, width: float) -> np.ndarray:
     """The stored frame after the Modality LUT and a linear VOI window (PS3.3 C.11.2.1.2.1), 0-255, from pydicom itself."""
     from pydicom import dcmread

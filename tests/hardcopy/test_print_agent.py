@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from django.conf import settings
 from rest_framework.test import APIClient
@@ -17,7 +18,7 @@ from subscribers import services as subscriber_services
 from subscribers.access import OPERATOR
 from subscribers.models import AuditEvent
 from tests.dicom_files import synth_bytes
-from tests.hardcopy.conftest import pdf_page_size_pt, pdf_text
+from tests.hardcopy.conftest import pdf_image_arrays, pdf_page_size_pt, pdf_text
 
 
 def _printer(institution, tmp_path, name="film-room"):
@@ -72,6 +73,24 @@ def test_print_agent_prints_a_queued_job_into_its_hot_folder(live_server, princi
     assert again.returncode == 0 and again.stdout == ""
 
 
+def test_agent_sheet_is_the_same_as_the_servers_pdf_of_the_job(live_server, principal_a, ct_series, tmp_path):
+    """The agent places the images the server rendered at print size as they are: same pixels, same text, ruler too."""
+    printer, token = _printer(principal_a.institution, tmp_path)
+    job = _job(principal_a, ct_series[:4], printer, rows=2, columns=2)
+    done = _run_agent(live_server.url, token, tmp_path / "hot")
+    assert done.returncode == 0, done.stderr
+    agent_pdf = tmp_path / "hot" / f"print-job-{job.pk}.pdf"
+    server_pdf = tmp_path / "server.pdf"
+    server_pdf.write_bytes(services.render_pdf(actor=principal_a, job=job))
+    assert pdf_text(agent_pdf) == pdf_text(server_pdf)
+    # The ruler measures the patient, not the pixels: 128 columns x 0.7 mm = 89.6 mm across, 40 % of it holds 2 cm.
+    assert pdf_text(agent_pdf).count("2 cm") == 4
+    agent_images, server_images = pdf_image_arrays(agent_pdf, tmp_path), pdf_image_arrays(server_pdf, tmp_path)
+    assert len(agent_images) == len(server_images) == 4
+    for ours, theirs in zip(agent_images, server_images, strict=True):
+        assert ours.shape == theirs.shape and np.array_equal(ours, theirs)
+
+
 def test_revoked_credential_prints_nothing_and_the_job_stays_queued(live_server, principal_a, ct_series, tmp_path):
     printer, token = _printer(principal_a.institution, tmp_path)
     job = _job(principal_a, ct_series[:2], printer)
@@ -81,6 +100,11 @@ def test_revoked_credential_prints_nothing_and_the_job_stays_queued(live_server,
     assert not (tmp_path / "hot").exists() or not any((tmp_path / "hot").iterdir())
     job.refresh_from_db()
     assert job.state == PrintJob.State.QUEUED
+    # Authentication fails before any hard-copy rule is asked: 401, as on every API, for the job list and its images.
+    client = _device_client(token)
+    assert client.get("/api/v1/print/jobs").status_code == 401
+    refused = client.get(_tile_url(job, ct_series[0]))
+    assert refused.status_code == 401 and refused.json()["code"] == "token_revoked"
 
 
 def _tile_url(job, instance, frame=1):

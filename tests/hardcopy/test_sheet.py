@@ -1,11 +1,15 @@
 """The film sheet renderer: a real CT series on a 3x4 14x17 sheet, checked with poppler (pdfinfo, pdftoppm, pdftotext)."""
 
+import io
+
 import numpy as np
 import pytest
 from PIL import Image
 
 from hardcopy import sheet, tiles
-from tests.hardcopy.conftest import pdf_images, pdf_page_size_pt, pdf_raster, pdf_text, windowed
+from images.ingest import ingest_instance
+from tests.dicom_files import BUNDLED, bundled_bytes
+from tests.hardcopy.conftest import pdf_image_arrays, pdf_images, pdf_page_size_pt, pdf_raster, pdf_text, windowed
 
 FORMAT = {
     "name": "CT 3x4 soft tissue",
@@ -94,6 +98,33 @@ def test_images_are_lossless_grayscale_at_the_printer_resolution(ct_series, tmp_
     for image in embedded:
         assert image["color"] == "gray" and image["enc"] != "jpeg"
         assert int(image["x-ppi"]) == pytest.approx(300, abs=2)
+
+
+def test_embedded_images_are_the_rendered_frames_at_printer_resolution_pixel_for_pixel(ct_series, tmp_path):
+    path = _render(ct_series, tmp_path)
+    embedded = pdf_image_arrays(path, tmp_path)
+    assert len(embedded) == 10
+    for instance, stored in zip(ct_series, embedded, strict=True):
+        expected = np.asarray(sheet.print_size(tiles.render_tile(instance, 1, FORMAT).image, FORMAT))
+        assert stored.shape == expected.shape and stored.shape[0] > 128 * 5  # 128 px enlarged to about 3 in at 300 dpi
+        assert np.array_equal(stored, expected)
+
+
+def test_tiles_that_arrive_as_png_at_print_size_go_into_the_pdf_unchanged(principal_a, ct_series, tmp_path):
+    """What the print agent does: grayscale and colour PNGs from the server, placed without decoding them again."""
+    colour = ingest_instance(principal=principal_a, data=bundled_bytes(BUNDLED["US"]), source="test").instance
+    fmt = {**FORMAT, "window_center": None, "window_width": None, "rows": 1, "columns": 2}
+    pngs = [tiles.print_png(ct_series[0], 1, fmt), tiles.print_png(colour, 1, fmt)]
+    placed = [sheet.Tile(image=Image.open(io.BytesIO(data)), png=data) for data in pngs]
+    path = tmp_path / "agent.pdf"
+    path.write_bytes(sheet.compose_pdf(fmt, placed))
+    assert [image["color"] for image in pdf_images(path)] == ["gray", "rgb"]
+    for data, stored in zip(pngs, pdf_image_arrays(path, tmp_path), strict=True):
+        assert np.array_equal(stored, np.asarray(Image.open(io.BytesIO(data))))
+    # The same sheet composed from the decoded images, as the server does, has the same pixels.
+    server = tmp_path / "server.pdf"
+    server.write_bytes(sheet.compose_pdf(fmt, [sheet.Tile(image=Image.open(io.BytesIO(data))) for data in pngs]))
+    assert np.array_equal(pdf_raster(path, tmp_path, 50), pdf_raster(server, tmp_path, 50))
 
 
 def test_image_own_voi_is_used_without_a_window(ct_series, tmp_path):

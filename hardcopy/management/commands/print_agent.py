@@ -30,6 +30,10 @@ reads nothing but what the server sends it, so it can run on any machine beside 
 
     def handle(self, *args, **options):
         agent = PrintAgent(server=options["server"], token=options["token"], hot_folder=options["hot_folder"], cups_queue=options["cups"])
+        with agent:
+            self.serve(agent, options)
+
+    def serve(self, agent: PrintAgent, options: dict) -> None:
         while True:
             try:
                 results = agent.run_once()
