@@ -138,7 +138,7 @@ class BackupObject(models.Model):
         PATIENT = "patient", "Patient"
         STUDY = "study", "Study"
 
-    contract = models.ForeignKey(Contract, on_delete=models.CASCADE, related_name="objects")
+    contract = models.ForeignKey(Contract, on_delete=models.CASCADE, related_name="backup_objects")
     kind = models.CharField(max_length=24, choices=Kind.choices)
     # all: ""; acquiring_institution: its name; patient: str(Patient.pk); study: str(Study.pk).
     key = models.CharField(max_length=200, blank=True)
@@ -169,6 +169,10 @@ class BackupBlob(models.Model):
     size = models.PositiveBigIntegerField()
     storage_name = models.CharField(max_length=200)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Empty: written but not yet re-read. A run's verification re-reads only blobs not verified before.
+    verified_at = models.DateTimeField(null=True, blank=True)
+    # Set when a verification found the file changed or missing: the next run writes it again instead of reusing it.
+    damaged_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["target", "sha256"], name="backup_blob_unique_content")]

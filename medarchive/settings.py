@@ -6,9 +6,11 @@ no server). Every variable is listed in README.md.
 
 import os
 from datetime import timedelta
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 import environ
+from celery.schedules import crontab
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(environ.Env().str("MEDARCHIVE_VAR_DIR", default=str(BASE_DIR / "var")))
@@ -170,6 +172,8 @@ STATIC_ROOT = VAR_DIR / "static"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 MEDIA_ROOT = Path(env.str("ARCHIVE_ROOT", default=str(VAR_DIR / "archive")))
 BACKUP_ROOT = Path(env.str("BACKUP_ROOT", default=str(VAR_DIR / "backup")))
+# The OHIF viewer installed by bin/install_viewer, served under /viewer/ by images/viewer_views.py.
+VIEWER_ROOT = Path(env.str("VIEWER_DIR", default=str(VAR_DIR / "viewer")))
 
 
 def _storage(prefix: str, root: Path) -> dict:
@@ -196,6 +200,8 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": str(VAR_DIR / "media")}},
     "archive": _storage("ARCHIVE", MEDIA_ROOT),
     "backup": _storage("BACKUP", BACKUP_ROOT),
+    # Artifacts of downloadable medical software (software app); SOFTWARE_S3_BUCKET puts them in an object store.
+    "software": _storage("SOFTWARE", Path(env.str("SOFTWARE_ROOT", default=str(VAR_DIR / "software")))),
     "staticfiles": {
         "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
         if not env.bool("MEDARCHIVE_TESTING", default=False)
@@ -240,6 +246,16 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE = {
     "worker-heartbeat": {"task": "medarchive.tasks.record_heartbeat", "schedule": 60.0},
+    # Storage conditions (images/storage_conditions): deletions past retention, compression at rest, the state of each institution.
+    "storage-conditions": {"task": "images.storage_conditions.enforce_all", "schedule": crontab(minute=30, hour=2)},
+    # Last month's invoices, early on the 1st (idempotent: a second run finds them issued).
+    "billing-monthly-invoices": {"task": "billing.tasks.issue_last_month_invoices", "schedule": crontab(minute=0, hour=3, day_of_month=1)},
+    # Polling sources (software/polling): start a poll of each source whose next_poll_at has come.
+    "software-poll-sources": {"task": "software.polling.dispatch_due_polls", "schedule": 60.0},
+    # Backups (backup/engine/schedule.py): start due runs every minute (a contract's schedule_time, changed patients,
+    # quiet studies); verify each contract's verified sets once a day (tried hourly while the contract is busy).
+    "backup-dispatch": {"task": "backup.tasks.dispatch_due_backups", "schedule": 60.0},
+    "backup-verify-daily": {"task": "backup.tasks.start_due_verifications", "schedule": crontab(minute=15)},
 }
 
 # --- Email --------------------------------------------------------------------------------
@@ -265,6 +281,29 @@ DICOMWEB_MAX_REQUEST_BYTES = env.int("DICOMWEB_MAX_REQUEST_BYTES", default=4 * 1
 # Most bytes one zip (browser upload or import_dicom) may expand to; beyond it the zip is refused as a bomb.
 UPLOAD_MAX_UNCOMPRESSED_BYTES = env.int("UPLOAD_MAX_UNCOMPRESSED_BYTES", default=20 * 1024**3)
 
+# --- Processing jobs (software app) ----------------------------------------------------------
+# Limits of one job on the worker: wall-clock seconds and memory in MB (beyond either, the job fails and leaves no product).
+PROCESSING_TIME_LIMIT_SECONDS = env.int("PROCESSING_TIME_LIMIT_SECONDS", default=1800)
+PROCESSING_MEMORY_LIMIT_MB = env.int("PROCESSING_MEMORY_LIMIT_MB", default=4096)
+
+# --- Billing --------------------------------------------------------------------------------
+# The provider's details printed on every invoice (kept on the invoice as issued).
+BILLING_PROVIDER_NAME = env.str("BILLING_PROVIDER_NAME", default="medarchive service provider")
+BILLING_PROVIDER_ADDRESS = env.str("BILLING_PROVIDER_ADDRESS", default="", multiline=True)
+BILLING_PROVIDER_EMAIL = env.str("BILLING_PROVIDER_EMAIL", default=DEFAULT_FROM_EMAIL)
+BILLING_PROVIDER_TAX_ID = env.str("BILLING_PROVIDER_TAX_ID", default="")
+BILLING_PROVIDER_BANK = env.str("BILLING_PROVIDER_BANK", default="", multiline=True)
+# Invoice numbers are PREFIX-YEAR-NNNNNN, gapless per prefix and year.
+BILLING_INVOICE_PREFIX = env.str("BILLING_INVOICE_PREFIX", default="MA")
+BILLING_CURRENCY = env.str("BILLING_CURRENCY", default="EUR")
+try:
+    # Percent of the subtotal (19 means 19 %); 0: no tax line.
+    BILLING_TAX_RATE = Decimal(env.str("BILLING_TAX_RATE", default="0"))
+except InvalidOperation:
+    raise environ.ImproperlyConfigured("BILLING_TAX_RATE must be a decimal number of percent, e.g. 19 or 7.5") from None
+BILLING_TAX_LABEL = env.str("BILLING_TAX_LABEL", default="VAT")
+BILLING_PAYMENT_DAYS = env.int("BILLING_PAYMENT_DAYS", default=30)
+
 # --- Security -----------------------------------------------------------------------------
 SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_HTTPONLY = False
@@ -286,5 +325,9 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"pynetdicom": {"level": env.str("PYNETDICOM_LOG_LEVEL", default="WARNING")}},
+    "loggers": {
+        "pynetdicom": {"level": env.str("PYNETDICOM_LOG_LEVEL", default="WARNING")},
+        # WeasyPrint (invoice PDFs) logs every rendering step at INFO.
+        "weasyprint": {"level": "WARNING"},
+    },
 }
