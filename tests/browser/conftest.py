@@ -1,5 +1,6 @@
 """Real-browser fixtures: Debian's chromium driven by Playwright against pytest-django's live_server.
 
+Browser tests live in this folder (importing these fixtures elsewhere would start a second Playwright in the process).
 Every request the page makes must go to the live server: anything else is aborted and fails the test
 (the portal and the viewer must never need the internet). Screenshots go to the artefacts folder
 (`$TEST_ARTIFACTS_DIR`, default `var/test-artifacts`) under `screenshots/`, named by test.

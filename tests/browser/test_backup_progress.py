@@ -9,12 +9,12 @@ from playwright.sync_api import expect
 from backup.engine import run as runs
 from backup.models import BackupRun
 from tests.backup.runs_support import accepted_contract, ingest_demo
-from tests.browser.conftest import browser_context, chromium, log_in, page, screenshot  # noqa: F401 (fixtures)
+from tests.browser.conftest import log_in, screenshot
 
 pytestmark = pytest.mark.browser
 
 
-def test_backup_now_queues_a_run_whose_progress_bar_follows_it_to_the_end(page, browser_context, live_server, admin_a, inst_a):  # noqa: F811
+def test_backup_now_queues_a_run_whose_progress_bar_follows_it_to_the_end(page, browser_context, live_server, admin_a, inst_a):
     ingest_demo(inst_a)
     contract = accepted_contract(inst_a, "per_patient")
     log_in(browser_context, live_server, admin_a.user)
