@@ -40,6 +40,10 @@ def test_demo_studies_are_ingested_with_their_conditions_and_one_is_shared(db, s
     for contract in Contract.objects.all():  # proposed from the demo tariffs
         tariff = current_terms(contract.mode)
         assert (contract.accounting_points, contract.rate, contract.currency) == (tariff.accounting_points, tariff.rate, tariff.currency)
+    from billing.models import Invoice
+
+    invoices = Invoice.objects.filter(institution__slug__in=["demo-general", "demo-imaging"])
+    assert invoices.count() == 2 and all(invoice.total > 0 for invoice in invoices)  # last month, a full month each
     from software.models import Licence
 
     assert Licence.objects.filter(institution__slug="demo-general").exists()

@@ -45,6 +45,7 @@ STEPS = [
     ("images", images_step),
     ("billing tariffs", billing_step),  # before the contracts: their proposals start from the tariffs
     ("backup", backup_step),
+    ("billing invoices", billing_step),  # again, now that the contracts exist: last month's invoices
     ("software", software_step),
 ]
 
