@@ -348,4 +348,13 @@
       event.returnValue = "";
     }
   });
+
+  // Files chosen before this script ran (a fast hand on a slow page) are sent too.
+  if (fileInput.files && fileInput.files.length) {
+    fileInput.dispatchEvent(new Event("change"));
+  }
+  if (folderInput.files && folderInput.files.length) {
+    folderInput.dispatchEvent(new Event("change"));
+  }
+  form.dataset.ready = "true";
 })();

@@ -138,6 +138,7 @@ def test_upload_a_folder_from_the_worklist_and_find_its_studies_there(page, brow
     expect(page.get_by_test_id("worklist-empty")).to_contain_text("No studies yet")
     page.get_by_test_id("upload-link").click()
     expect(page.get_by_role("heading", name="Upload images")).to_be_visible()
+    expect(page.locator("#upload-form")).to_have_attribute("data-ready", "true")  # upload.js is deferred
     page.locator("#upload-folder").set_input_files(str(folder))
     expect(page.locator("#upload-overall-text")).to_contain_text("4 of 4 files done", timeout=30_000)
     expect(page.locator("#upload-overall-text")).to_contain_text("3 stored")

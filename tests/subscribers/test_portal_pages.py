@@ -1,6 +1,5 @@
 """Every portal page renders for the people allowed to use it; home, navigation and error pages say what to do."""
 
-
 import pytest
 from django.template.loader import render_to_string
 from django.urls import reverse
