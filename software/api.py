@@ -3,6 +3,8 @@
 POST /api/v1/processing/jobs {"type": "mip", "parameters": {...}, "study": UID | "series": [UID] | "instances": [UID] |
 "uids": [UID], "delivery": "pull" | "push", "push_ae": "AET"} answers 201 with the job; 403 with the reason when the
 institution is not licensed, 400 naming the parameter outside the schema, 404 for images of another institution.
+Saved queries: GET/POST /api/v1/processing/saved-queries, and POST .../saved-queries/<id>/run {"type", "parameters", ...}
+answers 201 with one job per own study matched.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from subscribers.models import Role
 from . import selectors
 from .errors import InvalidParameters, LicenceRefused
 from .models import Delivery, ProcessingJob
-from .services import jobs
+from .services import jobs, saved_queries
 
 
 def job_json(job: ProcessingJob, *, detail: bool = False) -> dict:
@@ -185,3 +187,112 @@ class JobCancelApi(APIView):
         except ValidationError as error:
             return Response({"error": " ".join(error.messages), "code": error.code or "invalid"}, status=409)
         return Response(job_json(job))
+
+
+# --- Saved queries ----------------------------------------------------------------------------------------------------
+
+
+def saved_query_json(saved) -> dict:
+    return {
+        "id": saved.pk,
+        "name": saved.name,
+        "match": saved.match,
+        "max_age_days": saved.max_age_days,
+        "created_by": saved.created_by.username if saved.created_by_id else None,
+        "created_at": saved.created_at.isoformat(),
+        "run_url": reverse("processing-api-saved-query-run", kwargs={"saved_query_id": saved.pk}),
+    }
+
+
+def _error_response(error: ValidationError) -> Response:
+    if hasattr(error, "error_dict"):
+        parameter, errors = next(iter(error.error_dict.items()))
+        return Response({"error": " ".join(errors[0].messages), "code": errors[0].code or "invalid", "parameter": parameter}, status=400)
+    return Response({"error": " ".join(error.messages), "code": error.code or "invalid"}, status=400)
+
+
+class SavedQueriesApi(APIView):
+    """GET: the institution's saved queries. POST {"name", "match": {"PatientName": "DOE*", ...}, "max_age_days"}: save one."""
+
+    permission_classes = [HasRole(Role.SOFTWARE)]
+
+    class Input(serializers.Serializer):
+        name = serializers.CharField(max_length=100)
+        match = serializers.DictField(child=serializers.CharField(allow_blank=True, max_length=64), required=False, default=dict)
+        max_age_days = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=saved_queries.MAX_AGE_DAYS)
+
+    def get(self, request):
+        found = saved_queries.saved_queries_visible_to(request.auth).order_by("name")[:500]
+        return Response({"saved_queries": [saved_query_json(s) for s in found]})
+
+    def post(self, request):
+        data = self.Input(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = data.validated_data
+        try:
+            saved = saved_queries.save_query(
+                principal=request.auth,
+                name=values["name"],
+                match=values["match"],
+                max_age_days=values.get("max_age_days"),
+                address=audit.client_address(request._request),
+            )
+        except ValidationError as error:
+            return _error_response(error)
+        return Response(saved_query_json(saved), status=status.HTTP_201_CREATED)
+
+
+class SavedQueryRunApi(APIView):
+    """POST {"type", "parameters", "delivery", "push_ae"}: one job per own study the saved query matches (201)."""
+
+    permission_classes = [HasRole(Role.SOFTWARE)]
+
+    class Input(serializers.Serializer):
+        type = serializers.CharField(max_length=64)
+        parameters = serializers.JSONField(required=False, default=dict)
+        delivery = serializers.ChoiceField(choices=Delivery.values, required=False, default=Delivery.PULL)
+        push_ae = serializers.CharField(required=False, max_length=16)
+
+    def post(self, request, saved_query_id: int):
+        principal = request.auth
+        saved = saved_queries.get_saved_query(principal, saved_query_id)
+        data = self.Input(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = data.validated_data
+        push_ae = None
+        if values.get("push_ae"):
+            push_ae = selectors.receiving_aes(principal).filter(ae_title=values["push_ae"]).first()
+            if push_ae is None:
+                return Response(
+                    {
+                        "error": f"Your institution has no active receiving AE title {values['push_ae']!r}.",
+                        "code": "unknown_push_ae",
+                        "parameter": "push_ae",
+                    },
+                    status=400,
+                )
+        try:
+            run = saved_queries.run_saved_query(
+                principal=principal,
+                saved_query=saved,
+                processor_id=values["type"],
+                parameters=values["parameters"],
+                delivery=values["delivery"],
+                push_ae=push_ae,
+                origin=ProcessingJob.Origin.API,
+                address=audit.client_address(request._request),
+            )
+        except LicenceRefused as refusal:
+            return Response({"error": refusal.reason, "code": refusal.code}, status=403)
+        except InvalidParameters as error:
+            return Response({"error": error.messages[0], "code": "invalid_parameters", "parameter": error.parameter}, status=400)
+        except ValidationError as error:
+            return _error_response(error)
+        return Response(
+            {
+                "saved_query": saved_query_json(saved),
+                "jobs": [job_json(job) for job in run.jobs],
+                "skipped": [{"study_instance_uid": uid, "reason": reason} for uid, reason in run.skipped],
+            },
+            status=status.HTTP_201_CREATED,
+        )

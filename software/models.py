@@ -413,3 +413,29 @@ class PolledStudy(models.Model):
 
     def __str__(self):
         return f"{self.study_instance_uid} from {self.source}"
+
+
+# --- Saved queries (software/services/saved_queries.py) -------------------------------------------------------------
+
+
+class SavedQuery(models.Model):
+    """A named DICOM match on the institution's own studies (QIDO-RS study-level matching, images/query.py) that a
+    run-software user runs a processing type on: one job per study it matches when run."""
+
+    institution = models.ForeignKey(Institution, on_delete=models.CASCADE, related_name="saved_queries")
+    name = models.CharField(max_length=100)
+    # Attribute keyword -> DICOM match value, e.g. {"PatientName": "DOE*", "ModalitiesInStudy": "CT", "StudyDate": "20260101-"}.
+    match = models.JSONField(default=dict, blank=True)
+    max_age_days = models.PositiveIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1)], help_text="Only studies dated at most this many days ago; empty: any age."
+    )
+    created_by = models.ForeignKey(User, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name_plural = "saved queries"
+        ordering = ["institution__name", "name"]
+        constraints = [models.UniqueConstraint(fields=["institution", "name"], name="savedquery_unique_name_per_institution")]
+
+    def __str__(self):
+        return self.name

@@ -3,13 +3,15 @@ the processing API (/api/v1/processing/), and the polling pages (software/pollin
 
 from django.urls import include, path
 
-from . import api, views
+from . import api, saved_query_views, views
 
 urlpatterns = [
     path("api/v1/processing/types", api.TypesApi.as_view(), name="processing-api-types"),
     path("api/v1/processing/jobs", api.JobsApi.as_view(), name="processing-api-jobs"),
     path("api/v1/processing/jobs/<int:job_id>", api.JobApi.as_view(), name="processing-api-job"),
     path("api/v1/processing/jobs/<int:job_id>/cancel", api.JobCancelApi.as_view(), name="processing-api-job-cancel"),
+    path("api/v1/processing/saved-queries", api.SavedQueriesApi.as_view(), name="processing-api-saved-queries"),
+    path("api/v1/processing/saved-queries/<int:saved_query_id>/run", api.SavedQueryRunApi.as_view(), name="processing-api-saved-query-run"),
     path("software/", views.catalogue_page, name="software-catalogue"),
     path("software/register/", views.software_register, name="software-register"),
     path("software/requests/", views.licence_requests, name="software-requests"),
@@ -20,6 +22,8 @@ urlpatterns = [
     path("software/<int:software_id>/request/", views.licence_request, name="software-licence-request"),
     path("software/versions/<int:version_id>/download", views.version_download, name="software-download"),
     path("software/", include("software.polling.urls")),
+    path("processing/saved-queries/", saved_query_views.saved_query_list, name="processing-saved-queries"),
+    path("processing/saved-queries/<int:saved_query_id>/run/", saved_query_views.saved_query_run, name="processing-saved-query-run"),
     path("processing/jobs/", views.job_list, name="processing-jobs"),
     path("processing/jobs/<int:job_id>/", views.job_detail, name="processing-job"),
     path("processing/jobs/<int:job_id>/cancel/", views.job_cancel, name="processing-job-cancel"),

@@ -387,3 +387,20 @@ def build_polling_world(world: OwnedWorld) -> None:
 
 
 OWNED_OBJECT_BUILDERS.append(build_polling_world)
+
+
+def build_saved_queries_world(world: OwnedWorld) -> None:
+    """A saved query of the institution (software/services/saved_queries.py)."""
+    from software.services import saved_queries
+    from subscribers.access import Principal
+    from subscribers.models import Role
+
+    inst = world.institution
+    principal = Principal(kind="operator", institution=inst, roles=frozenset({Role.SOFTWARE}))
+    saved = saved_queries.save_query(
+        principal=principal, name="zz-alpha-saved-query", match={"PatientName": "ZZALPHAQUERY*"}, max_age_days=30
+    )
+    world.add(saved, "zz-alpha-saved-query", "ZZALPHAQUERY")
+
+
+OWNED_OBJECT_BUILDERS.append(build_saved_queries_world)
