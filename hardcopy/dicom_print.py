@@ -75,7 +75,7 @@ def _note(job_id: int, message: str, **detail) -> None:
 def print_job(*, job_id: int) -> PrintJob:
     """Print a queued job on its DICOM printer; safe to call twice (only a queued job is sent)."""
     with transaction.atomic():
-        job = PrintJob.objects.select_for_update().select_related("device__device", "institution").get(pk=job_id)
+        job = PrintJob.objects.select_for_update(of=("self",)).select_related("device__device", "institution").get(pk=job_id)
         if job.state != PrintJob.State.QUEUED or job.device is None or not job.device.is_dicom:
             return job
         services.set_state(job, PrintJob.State.PRINTING, reason=f"Sending to {job.device.target()}")
@@ -85,12 +85,12 @@ def print_job(*, job_id: int) -> PrintJob:
     except PrintFailed as failure:
         log.warning("print job %s failed: %s", job_id, failure.reason)
         with transaction.atomic():
-            job = PrintJob.objects.select_for_update().get(pk=job_id)
+            job = PrintJob.objects.select_for_update(of=("self",)).get(pk=job_id)
             job.printer_status = {**job.printer_status, "failure": failure.reason, "status": failure.status}
             services.set_state(job, PrintJob.State.FAILED, reason=failure.reason)
         return job
     with transaction.atomic():
-        job = PrintJob.objects.select_for_update().get(pk=job_id)
+        job = PrintJob.objects.select_for_update(of=("self",)).get(pk=job_id)
         job.printer_status = {**job.printer_status, **statuses}
         for report in statuses.get("event_reports", []):
             services._event(job, f"Printer event {report['event_type_id']}: {report['status']} {report['info']}".strip(), **report)

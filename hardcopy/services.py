@@ -233,7 +233,11 @@ DEVICE_MOVES = {
 @transaction.atomic
 def report_progress(*, principal: Principal, job_id, state: str, reason: str = "") -> PrintJob:
     """A device reports its job's progress or outcome."""
-    job = selectors.open_jobs_for_device(principal).select_for_update().filter(pk=job_id).first() if str(job_id).isdigit() else None
+    job = (
+        selectors.open_jobs_for_device(principal).select_for_update(of=("self",)).filter(pk=job_id).first()
+        if str(job_id).isdigit()
+        else None
+    )
     if job is None:
         raise NotVisible()
     if state not in DEVICE_MOVES.get(job.state, set()):
@@ -247,7 +251,7 @@ def report_progress(*, principal: Principal, job_id, state: str, reason: str = "
 @transaction.atomic
 def cancel_job(*, actor: Principal, job: PrintJob) -> PrintJob:
     _require_print(actor)
-    job = PrintJob.objects.select_for_update().get(pk=selectors.get_job(actor, job.pk).pk)
+    job = PrintJob.objects.select_for_update(of=("self",)).get(pk=selectors.get_job(actor, job.pk).pk)
     if not job.is_open:
         raise ValidationError(f"A {job.get_state_display().lower()} job cannot be cancelled.", code="not_open")
     set_state(job, PrintJob.State.CANCELLED, reason=f"Cancelled by {actor.label()}")
@@ -259,7 +263,7 @@ def cancel_job(*, actor: Principal, job: PrintJob) -> PrintJob:
 def retry_job(*, actor: Principal, job: PrintJob) -> PrintJob:
     """A failed or cancelled job queued again for its printer, as it was."""
     _require_print(actor)
-    job = PrintJob.objects.select_for_update().get(pk=selectors.get_job(actor, job.pk).pk)
+    job = PrintJob.objects.select_for_update(of=("self",)).get(pk=selectors.get_job(actor, job.pk).pk)
     if job.state not in (PrintJob.State.FAILED, PrintJob.State.CANCELLED) or job.device is None:
         raise ValidationError("Only a failed or cancelled job sent to a printer can be retried.", code="not_retryable")
     job.attempts += 1

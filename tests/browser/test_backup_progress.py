@@ -14,7 +14,11 @@ from tests.browser.conftest import log_in, screenshot
 pytestmark = pytest.mark.browser
 
 
-def test_backup_now_queues_a_run_whose_progress_bar_follows_it_to_the_end(page, browser_context, live_server, admin_a, inst_a):
+def test_backup_now_queues_a_run_whose_progress_bar_follows_it_to_the_end(page, browser_context, live_server, admin_a, inst_a, monkeypatch):
+    # This test is the worker: the queued run is carried out below, in-process, on this test's storage. Keep it off the
+    # broker, where a real worker of the suite (on PostgreSQL + Redis) would take it first.
+    queued = []
+    monkeypatch.setattr(runs, "_enqueue", queued.append)
     ingest_demo(inst_a)
     contract = accepted_contract(inst_a, "per_patient")
     log_in(browser_context, live_server, admin_a.user)
@@ -23,6 +27,7 @@ def test_backup_now_queues_a_run_whose_progress_bar_follows_it_to_the_end(page, 
     page.get_by_test_id("backup-now").click()
 
     run = BackupRun.objects.get(contract=contract)
+    assert queued == [run.pk]
     expect(page.locator(".messages")).to_contain_text(f"Backup {run.pk} is queued")
     row = page.locator(f'tr[data-run="{run.pk}"]')
     expect(row.locator('[data-field="status"]')).to_have_text("Queued")
