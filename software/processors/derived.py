@@ -2,8 +2,10 @@
 
 The product keeps the source's patient, study, series-level and acquisition attributes (so it stays a valid object of
 the same IOD), and gets new UIDs, Image Type DERIVED\\SECONDARY, Derivation Description and Derivation Code Sequence,
-the Source Image Sequence naming every source image, and a Contributing Equipment item naming the processing type,
-its version and the parameters applied. Times come from the job, so a retried job writes the very same bytes.
+the Source Image Sequence naming its source images, the Related Series Sequence naming the series they come from
+(PS3.3 C.7.3.1, purpose "Source series for image processing operation"), and a Contributing Equipment item naming the
+processing type, its version and the parameters applied. Times come from the job, so a retried job writes the very
+same bytes.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ NOT_COPIED = {
     "FrameIncrementPointer",
     "SourceImageSequence",
     "ReferencedImageSequence",
+    "RelatedSeriesSequence",
     "DerivationDescription",
     "DerivationCodeSequence",
     "IconImageSequence",
@@ -105,11 +108,16 @@ def derive(
     instance_number: int,
     series_number: int,
     series_description: str,
-    references: Iterable[tuple[Dataset, int | None]],
+    references: Iterable[tuple[Dataset, int | None]] = (),
+    source_items: list[Dataset] | None = None,
     image_type: Iterable[str] = (),
     derivation_code: Code | None = None,
 ) -> Dataset:
-    """A product of `source` with `pixels` (rows x columns, or frames x rows x columns, in the source's stored type)."""
+    """A product of `source` with `pixels` (rows x columns, or frames x rows x columns, in the source's stored type).
+
+    The Source Image Sequence names `references` (source, frame number or None), or is `source_items` as built once by
+    `source_image_items` for many products of the same sources (the items are shared, not copied).
+    """
     processor = context.processor
     ds = Dataset()
     for element in source:
@@ -130,16 +138,8 @@ def derive(
     code = derivation_code or processor.derivation_code
     if code is not None:
         ds.DerivationCodeSequence = Sequence([code_item(code)])
-    source_items = []
-    for referenced, frame in references:
-        item = Dataset()
-        item.ReferencedSOPClassUID = referenced.SOPClassUID
-        item.ReferencedSOPInstanceUID = referenced.SOPInstanceUID
-        if frame is not None:
-            item.ReferencedFrameNumber = frame
-        item.PurposeOfReferenceCodeSequence = Sequence([code_item(codes.DCM.SourceImageForImageProcessingOperation)])
-        source_items.append(item)
-    ds.SourceImageSequence = Sequence(source_items)
+    ds.SourceImageSequence = Sequence(source_items if source_items is not None else source_image_items(references))
+    ds.RelatedSeriesSequence = Sequence([related_series_item(source)])
     ds.ContributingEquipmentSequence = Sequence(
         [
             *copy.deepcopy(list(source.get("ContributingEquipmentSequence", []))),
@@ -148,6 +148,29 @@ def derive(
     )
     set_pixels(ds, source, pixels)
     return ds
+
+
+def source_image_items(references: Iterable[tuple[Dataset, int | None]]) -> list[Dataset]:
+    """Source Image Sequence items (PS3.3 C.7.6.1.1.4) of (source, frame number or None) pairs."""
+    items = []
+    for referenced, frame in references:
+        item = Dataset()
+        item.ReferencedSOPClassUID = referenced.SOPClassUID
+        item.ReferencedSOPInstanceUID = referenced.SOPInstanceUID
+        if frame is not None:
+            item.ReferencedFrameNumber = frame
+        item.PurposeOfReferenceCodeSequence = Sequence([code_item(codes.DCM.SourceImageForImageProcessingOperation)])
+        items.append(item)
+    return items
+
+
+def related_series_item(source: Dataset) -> Dataset:
+    """A Related Series Sequence item (PS3.3 C.7.3.1): the source's series, every image of which this one may draw on."""
+    item = Dataset()
+    item.StudyInstanceUID = source.StudyInstanceUID
+    item.SeriesInstanceUID = source.SeriesInstanceUID
+    item.PurposeOfReferenceCodeSequence = Sequence([code_item(codes.DCM.SourceSeriesForImageProcessingOperation)])
+    return item
 
 
 def contributing_equipment(context: ProcessingContext, purpose: Code) -> Dataset:

@@ -1,4 +1,11 @@
-"""Multiplanar reformat of an axial CT or MR volume to coronal and sagittal series, voxel for voxel (no interpolation)."""
+"""Multiplanar reformat of an axial CT or MR volume to coronal and sagittal series, voxel for voxel (no interpolation).
+
+Every slice of the volume gives one row (coronal) or column (sagittal) of every cut, so each cut is derived from the
+whole source series. Each cut names that series once, in its Related Series Sequence (PS3.3 C.7.3.1, purpose "Source
+series for image processing operation"), and its Source Image Sequence names the two slices its first and last rows
+come from, built once for all cuts. Listing all N slices in every one of the cuts would make N x cuts items (300
+slices: 307,200 items, 118 KB of header and DICOM JSON a cut), which costs far more than the voxels.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +14,7 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 
 from .base import ProcessingContext, Processor, ProcessorError, WorkItem
-from .derived import derive, require_greyscale, require_plain_images
+from .derived import derive, require_greyscale, require_plain_images, source_image_items
 from .volume import assemble
 
 PLANES = ("coronal", "sagittal")
@@ -71,6 +78,8 @@ class MultiplanarReformat(Processor):
         first = volume.slices[0][0]
         source_series = first.SeriesInstanceUID
         step = parameters.get("step", 1)
+        # The slices of a cut's first row (the top of the volume) and its last row (the bottom), for every cut.
+        bounding_slices = source_image_items([volume.slices[-1], volume.slices[0]])
         products = []
         for number, plane in enumerate(PLANES, start=2):
             if plane not in parameters.get("planes", PLANES):
@@ -94,7 +103,7 @@ class MultiplanarReformat(Processor):
                     instance_number=index + 1,
                     series_number=1000 * number + int(first.get("SeriesNumber") or 0),
                     series_description=f"MPR {plane} {first.get('SeriesDescription', '')}".strip(),
-                    references=volume.slices,
+                    source_items=bounding_slices,
                     image_type=["REFORMATTED", plane.upper()],
                 )
                 product.ImageOrientationPatient = _ds_values(np.concatenate([in_plane, -normal]))

@@ -1,10 +1,16 @@
 """Running a processing job on the image-processing server (the Celery worker, or the `process --inline` command).
 
 Item by item: load the source objects from the archive, let the processor check and process them, and ingest the
-products through the one ingest service in one transaction per item (an item's products are all in the archive, or none
-is). An item the processor cannot handle fails with the reason and the others go on. Cancellation, the job's time limit
-and its memory limit are checked all along; a job that is cancelled, runs past a limit or meets an unexpected error
-ends with every product it had made removed again, so the archive never holds half a product.
+products through the one ingest service. An item the processor cannot handle fails with the reason and the others go
+on. Cancellation, the job's time limit and its memory limit are checked all along; a job that is cancelled, runs past a
+limit or meets an unexpected error ends with every product it had made removed again, so the archive never holds half a
+product.
+
+Items are committed in batches (`ProductBatch`): the processing happens outside any transaction, then the products of
+up to BATCH_ITEMS items (or of BATCH_SECONDS of work, or BATCH_BYTES of pixels) are ingested in one transaction that
+also marks those items done and moves the job's progress on. A batch is all in the archive or none of it, so an item's
+products are too; the portal's progress moves once a batch. One IngestCache serves the whole job, so the products'
+patient, study and series rows are looked up once, not once a product.
 
 Retries are safe: product UIDs and bytes are derived from the job (processors/base.py), finished items are skipped, and
 the ingest service stores an object it already holds once.
@@ -29,7 +35,7 @@ from pydicom import dcmread
 from pydicom.uid import ExplicitVRLittleEndian
 
 from images.errors import StorageFailed
-from images.ingest.service import ingest_instance
+from images.ingest.service import IngestCache, ingest_instance
 from images.models import Instance, Patient, Series, Study
 from images.storage import delete_quietly, open_instance
 from subscribers import audit
@@ -47,6 +53,12 @@ logger = logging.getLogger(__name__)
 # Decoded pixels are held as float64 by most filters: about 8 bytes per stored sample, plus the stored copy.
 MEMORY_PER_SAMPLE = 12
 CANCEL_CHECK_SECONDS = 1.0
+# A batch of items is committed when it holds this many items, this much work (seconds since its first item) or this
+# many bytes of product pixels (held in memory until then), whichever comes first. An item is never split.
+BATCH_ITEMS = 64
+BATCH_SECONDS = 1.0
+BATCH_BYTES = 64 * 1024 * 1024
+UIDS_PER_QUERY = 900  # under SQLite's smallest limit of bound parameters (999)
 
 
 class JobStopped(Exception):
@@ -148,6 +160,7 @@ def run_job(job_id: int, *, in_worker: bool = False) -> ProcessingJob:
         job.save(update_fields=["status", "started_at", "attempts"])
     job.refresh_from_db()
     processor = registry.get(job.processor_id)
+    batch = None
     try:
         if processor is None:
             broken = registry.unavailable().get(job.processor_id)
@@ -164,33 +177,52 @@ def run_job(job_id: int, *, in_worker: bool = False) -> ProcessingJob:
             created_at=job.created_at,
             secret=settings.SECRET_KEY.encode(),
         )
+        batch = ProductBatch(job, target)
         with Limits(job, enforce_memory=in_worker) as limits:
             context._check = limits.check
-            for item in job.items.filter(status=ProcessingItem.Status.PENDING).order_by("position"):
-                limits.check()
-                context.item_position = item.position
-                _run_item(job, item, processor, context, target)
+            pending = list(job.items.filter(status=ProcessingItem.Status.PENDING).order_by("position"))
+            for start in range(0, len(pending), BATCH_ITEMS):
+                chunk = pending[start : start + BATCH_ITEMS]
+                rows = _source_rows(job, [uid for item in chunk for uid in item.source_uids])
+                for item in chunk:
+                    limits.check()
+                    context.item_position = item.position
+                    _run_item(job, item, processor, context, batch, rows)
+                    if batch.is_due():
+                        batch.commit()
+            batch.commit()
     except JobStopped as stop:
-        _finish_stopped(job, stop)
+        _finish_stopped(job, stop, discarded=_discard(batch))
         return job
     except TRANSIENT as error:
         raise TransientFailure(str(error)) from error
     except MemoryError:
-        _finish_stopped(job, JobStopped(f"The job ran past its memory limit of {job.memory_limit_mb} MB and was stopped."))
+        stop = JobStopped(f"The job ran past its memory limit of {job.memory_limit_mb} MB and was stopped.")
+        _finish_stopped(job, stop, discarded=_discard(batch))
         return job
     except Exception as error:
         if type(error).__name__ == "SoftTimeLimitExceeded":
-            _finish_stopped(job, JobStopped(f"The job ran past its time limit of {job.time_limit_seconds} s and was stopped."))
+            stop = JobStopped(f"The job ran past its time limit of {job.time_limit_seconds} s and was stopped.")
+            _finish_stopped(job, stop, discarded=_discard(batch))
             return job
         logger.exception("processing job %s failed", job.pk)
-        _finish_stopped(job, JobStopped(f"The processing failed: {type(error).__name__}: {error}"))
+        _finish_stopped(job, JobStopped(f"The processing failed: {type(error).__name__}: {error}"), discarded=_discard(batch))
         return job
     _finish(job)
     return job
 
 
-def _load(job: ProcessingJob, item: ProcessingItem) -> list:
-    instances = {i.sop_instance_uid: i for i in Instance.objects.filter(institution=job.institution, sop_instance_uid__in=item.source_uids)}
+def _source_rows(job: ProcessingJob, uids: list[str]) -> dict[str, Instance]:
+    """The index rows of source instances (only what loading needs: not their DICOM JSON), a few queries for many items."""
+    rows = {}
+    for start in range(0, len(uids), UIDS_PER_QUERY):
+        found = Instance.objects.filter(institution=job.institution, sop_instance_uid__in=uids[start : start + UIDS_PER_QUERY])
+        rows.update((i.sop_instance_uid, i) for i in found.only("sop_instance_uid", "storage_name", "rows", "columns", "number_of_frames"))
+    return rows
+
+
+def _load(job: ProcessingJob, item: ProcessingItem, rows: dict[str, Instance]) -> list:
+    instances = {uid: rows[uid] for uid in item.source_uids if uid in rows}
     missing = [uid for uid in item.source_uids if uid not in instances]
     if missing:
         raise ProcessorError(f"{len(missing)} of the item's images are no longer in the archive.")
@@ -205,55 +237,133 @@ def _load(job: ProcessingJob, item: ProcessingItem) -> list:
     return datasets
 
 
-def _run_item(job, item, processor, context, target) -> None:
+def _run_item(job, item, processor, context, batch: ProductBatch, rows: dict[str, Instance]) -> None:
+    """Process one item (outside any transaction) and hand its products, or the reason it failed, to the batch."""
     try:
-        sources = _load(job, item)
+        sources = _load(job, item, rows)
         work = WorkItem(item.label, sources)
         processor.check(work)
         products = processor.process(work, job.parameters, context)
         if not products:
             raise ProcessorError("The processing type made nothing of these images.")
     except ProcessorError as refusal:
-        with transaction.atomic():
-            ProcessingItem.objects.filter(pk=item.pk).update(
-                status=ProcessingItem.Status.FAILED, error=str(refusal)[:2000], finished_at=timezone.now()
-            )
-            ProcessingJob.objects.filter(pk=job.pk).update(progress_done=F("progress_done") + 1)
+        batch.add_failed(item, str(refusal))
         return
-    _store(job, item, products, target)
+    batch.add_done(item, products)
 
 
-def _store(job, item, products, target) -> None:
-    """Ingest an item's products, all or none, and mark the item done in the same transaction."""
-    principal = products_principal(target)
-    written = []
-    try:
-        with transaction.atomic():
-            for ds in products:
-                meta = getattr(ds, "file_meta", None)
-                syntax = meta.TransferSyntaxUID if meta is not None and "TransferSyntaxUID" in meta else ExplicitVRLittleEndian
-                result = ingest_instance(principal=principal, data=part10(ds, syntax), source="processing", audit_refusals=False)
-                written.append(result.instance.storage_name)
-                ProcessingProduct.objects.get_or_create(
-                    job=job,
-                    sop_instance_uid=result.instance.sop_instance_uid,
-                    defaults={
-                        "item": item,
-                        "institution": target,
-                        "instance": result.instance,
-                        "study_instance_uid": result.instance.study.study_instance_uid,
-                        "series_instance_uid": ds.SeriesInstanceUID,
-                    },
+class ProductBatch:
+    """Items processed since the last commit, with their products (data sets, in memory) or their failure reason.
+
+    `commit` ingests all the products and records the items and the job's progress in one transaction: on any error
+    nothing of the batch is in the index, the files it wrote are removed again, and its items stay pending (a retried
+    task processes them again and, the products being the same bytes, stores each once).
+    """
+
+    def __init__(self, job: ProcessingJob, target):
+        self.job = job
+        self.target = target
+        self.principal = products_principal(target)
+        self.cache = IngestCache()  # the job's products share a few series: their rows are looked up once
+        self._clear()
+
+    def _clear(self) -> None:
+        self.done: list[tuple[ProcessingItem, list]] = []
+        self.failed: list[tuple[ProcessingItem, str]] = []
+        self.bytes = 0
+        self.started = None
+
+    def __len__(self) -> int:
+        return len(self.done) + len(self.failed)
+
+    def _added(self) -> None:
+        if self.started is None:
+            self.started = time.monotonic()
+
+    def add_done(self, item: ProcessingItem, products: list) -> None:
+        self._added()
+        self.done.append((item, products))
+        self.bytes += sum(len(getattr(ds, "PixelData", b"") or b"") for ds in products)
+
+    def add_failed(self, item: ProcessingItem, reason: str) -> None:
+        self._added()
+        self.failed.append((item, reason))
+
+    def is_due(self) -> bool:
+        if not len(self):
+            return False
+        return len(self) >= BATCH_ITEMS or self.bytes >= BATCH_BYTES or time.monotonic() - self.started >= BATCH_SECONDS
+
+    def discard(self) -> int:
+        """Drop what is not committed (the job stops); the number of products dropped."""
+        dropped = sum(len(products) for _, products in self.done)
+        self._clear()
+        return dropped
+
+    def commit(self) -> None:
+        if not len(self):
+            return
+        job, written = self.job, []
+        try:
+            with transaction.atomic():
+                records = []
+                for item, products in self.done:
+                    for ds in products:
+                        meta = getattr(ds, "file_meta", None)
+                        syntax = meta.TransferSyntaxUID if meta is not None and "TransferSyntaxUID" in meta else ExplicitVRLittleEndian
+                        result = ingest_instance(
+                            principal=self.principal, data=part10(ds, syntax), source="processing", audit_refusals=False, cache=self.cache
+                        )
+                        written.append(result.instance.storage_name)
+                        if result.status == "stored":
+                            # Within the batch's transaction the new rows are already there for the next product of the
+                            # series (the ingest service itself remembers them only once committed).
+                            self.cache.remember(result.instance.study.patient, result.instance.study, result.instance.series)
+                        records.append(
+                            ProcessingProduct(
+                                job=job,
+                                item=item,
+                                institution=self.target,
+                                instance=result.instance,
+                                study_instance_uid=result.instance.study.study_instance_uid,
+                                series_instance_uid=ds.SeriesInstanceUID,
+                                sop_instance_uid=result.instance.sop_instance_uid,
+                            )
+                        )
+                # A retry after a lost acknowledgement finds the products it recorded: those rows stay as they are.
+                ProcessingProduct.objects.bulk_create(records, ignore_conflicts=True)
+                now = timezone.now()
+                ProcessingItem.objects.filter(pk__in=[item.pk for item, _ in self.done]).update(
+                    status=ProcessingItem.Status.DONE, error="", finished_at=now
                 )
-            ProcessingItem.objects.filter(pk=item.pk).update(status=ProcessingItem.Status.DONE, error="", finished_at=timezone.now())
-            ProcessingJob.objects.filter(pk=job.pk).update(
-                progress_done=F("progress_done") + 1, instances_processed=F("instances_processed") + len(item.source_uids)
-            )
-    except BaseException:
-        for name in written:
-            if not Instance.objects.filter(storage_name=name).exists():
-                delete_quietly(name)
-        raise
+                for item, reason in self.failed:
+                    ProcessingItem.objects.filter(pk=item.pk).update(
+                        status=ProcessingItem.Status.FAILED, error=reason[:2000], finished_at=now
+                    )
+                ProcessingJob.objects.filter(pk=job.pk).update(
+                    progress_done=F("progress_done") + len(self),
+                    instances_processed=F("instances_processed") + sum(len(item.source_uids) for item, _ in self.done),
+                )
+        except BaseException:
+            self.cache.clear()  # it may name rows of the rolled-back transaction
+            _remove_unindexed(written)
+            raise  # the batch stays as it was: a stopping job counts its products as discarded
+        self._clear()
+
+
+def _discard(batch: ProductBatch | None) -> int:
+    return batch.discard() if batch is not None else 0
+
+
+def _remove_unindexed(names: list[str]) -> None:
+    """After a rolled-back batch: delete the files it wrote that no committed index row points at."""
+    try:
+        indexed = set(Instance.objects.filter(storage_name__in=names).values_list("storage_name", flat=True)) if names else set()
+    except TRANSIENT:
+        return  # the database is away: the files stay (a retry writes the very same ones)
+    for name in names:
+        if name not in indexed:
+            delete_quietly(name)
 
 
 # --- Ending ---------------------------------------------------------------------------------------------------------
@@ -283,6 +393,7 @@ def _finish(job: ProcessingJob) -> None:
         status=status,
         items_done=done,
         items_failed=failed,
+        instances_processed=job.instances_processed,
         products=job.products.count(),
     )
     if job.delivery == Delivery.PUSH and done:
@@ -297,9 +408,12 @@ def _item_counts(job: ProcessingJob) -> dict:
     return counts
 
 
-def _finish_stopped(job: ProcessingJob, stop: JobStopped) -> None:
-    """End a job that did not complete: remove every product it made, record why, tell the requester."""
-    removed = remove_products(job)
+def _finish_stopped(job: ProcessingJob, stop: JobStopped, *, discarded: int = 0) -> None:
+    """End a job that did not complete: remove every product it made, record why, tell the requester.
+
+    discarded: products made but never stored (their batch was not committed), counted in the removal's audit event.
+    """
+    removed = remove_products(job, discarded=discarded)
     ProcessingJob.objects.filter(pk=job.pk).update(status=stop.status, finished_at=timezone.now(), error=stop.reason[:5000])
     job.refresh_from_db()
     audit.record(
@@ -357,9 +471,12 @@ def _deliver(job: ProcessingJob) -> None:
     job.refresh_from_db()
 
 
-def remove_products(job: ProcessingJob) -> int:
+def remove_products(job: ProcessingJob, *, discarded: int = 0) -> int:
     """Take a job's products out of the archive again: their instances, the series (and research studies and patients)
-    they leave empty, then their files once committed. The source images are never touched."""
+    they leave empty, then their files once committed. The source images are never touched.
+
+    discarded: products the job made but never stored; the audit event counts them beside the removed ones.
+    """
     names = []
     with transaction.atomic():
         products = list(job.products.select_related("instance"))
@@ -392,13 +509,14 @@ def remove_products(job: ProcessingJob) -> int:
         ProcessingItem.objects.filter(job=job, status=ProcessingItem.Status.DONE).update(
             status=ProcessingItem.Status.FAILED, error="Its products were removed: the job did not complete."
         )
-        if instances:
+        if instances or discarded:
             audit.record(
                 action="processing.products.remove",
                 institution=job.institution,
                 actor="processing server",
                 obj=job,
                 instances=len(instances),
+                discarded=discarded,
             )
         transaction.on_commit(lambda: [delete_quietly(name) for name in names])
     return len(names)
